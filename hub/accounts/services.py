@@ -1,0 +1,164 @@
+"""Writes for accounts: namespaces, organizations, memberships and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from hub.accounts.models import ApiToken, Membership, Namespace, Role
+from hub.registry.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from hub.registry.names import canonical_name, check_name
+
+TOKEN_PREFIX = "strata_"
+
+
+def _name_taken(name: str) -> bool:
+    # Names that differ only in case, width or '_' vs '-' would let one namespace pose
+    # as another, so they count as taken.
+    return Namespace.objects.filter(name_key=canonical_name(name)).exists()
+
+
+def user_create(*, username: str, password: str, email: str = "") -> User:
+    """Create a user and their namespace, atomically."""
+    check_name(username, what="user")
+    with transaction.atomic():
+        if _name_taken(username) or User.objects.filter(username__iexact=username).exists():
+            raise Conflict("name_taken", f"The name {username!r} is already taken.")
+        user = User.objects.create_user(username=username, password=password, email=email)
+        Namespace.objects.create(
+            name=username, name_key=canonical_name(username), kind=Namespace.Kind.USER, user=user
+        )
+    return user
+
+
+def user_namespace(user: AbstractBaseUser) -> Namespace:
+    """The user's own namespace, created on first use for users made outside the hub."""
+    ns, _ = Namespace.objects.get_or_create(
+        user_id=user.pk,
+        defaults={
+            "name": user.get_username(),
+            "name_key": canonical_name(user.get_username()),
+            "kind": Namespace.Kind.USER,
+        },
+    )
+    return ns
+
+
+def organization_create(*, actor: User, name: str, display_name: str = "") -> Namespace:
+    """Create an organization with ``actor`` as its first admin."""
+    check_name(name, what="organization")
+    try:
+        with transaction.atomic():
+            if _name_taken(name):
+                raise Conflict("name_taken", f"The name {name!r} is already taken.")
+            org = Namespace.objects.create(
+                name=name,
+                name_key=canonical_name(name),
+                kind=Namespace.Kind.ORG,
+                display_name=display_name,
+            )
+            Membership.objects.create(namespace=org, user=actor, role=Role.ADMIN)
+    except IntegrityError as exc:
+        raise Conflict("name_taken", f"The name {name!r} is already taken.") from exc
+    return org
+
+
+def _require_org_admin(actor: User, org: Namespace) -> None:
+    if actor.is_superuser:
+        return
+    if not Membership.objects.filter(namespace=org, user=actor, role=Role.ADMIN).exists():
+        raise PermissionDenied("not_org_admin", "Only organization admins can manage members.")
+
+
+def membership_set(*, actor: User, org: Namespace, user: User, role: str) -> Membership:
+    """Add a member or change their role (admins only)."""
+    if org.kind != Namespace.Kind.ORG:
+        raise BadRequest("not_an_organization", f"{org.name} is not an organization.")
+    if role not in Role.values:
+        raise BadRequest("invalid_role", f"Role must be one of {', '.join(Role.values)}.")
+    _require_org_admin(actor, org)
+    with transaction.atomic():
+        membership, _ = Membership.objects.update_or_create(
+            namespace=org, user=user, defaults={"role": role}
+        )
+        _ensure_an_admin_remains(org)
+    return membership
+
+
+def membership_remove(*, actor: User, org: Namespace, user: User) -> None:
+    _require_org_admin(actor, org)
+    with transaction.atomic():
+        deleted, _ = Membership.objects.filter(namespace=org, user=user).delete()
+        if not deleted:
+            raise NotFound("member_not_found", f"{user.username} is not a member of {org.name}.")
+        _ensure_an_admin_remains(org)
+
+
+def _ensure_an_admin_remains(org: Namespace) -> None:
+    if not Membership.objects.filter(namespace=org, role=Role.ADMIN).exists():
+        raise Conflict("last_admin", "An organization must keep at least one admin.")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    #: The secret, shown to the user once and never stored.
+    secret: str
+
+
+def token_digest(secret: str) -> str:
+    # Tokens carry 256 bits of randomness, so a plain sha256 is enough: there is
+    # nothing to brute-force that a slow hash would protect.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_create(
+    *, user: User, name: str, scope: str = ApiToken.Scope.READ, expires_at: datetime | None = None
+) -> IssuedToken:
+    if scope not in ApiToken.Scope.values:
+        raise BadRequest("invalid_scope", "Token scope must be 'read' or 'write'.")
+    if not name or len(name) > 100:
+        raise BadRequest("invalid_token_name", "Token names must be 1 to 100 characters.")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user,
+        name=name,
+        prefix=secret[: len(TOKEN_PREFIX) + 6],
+        digest=token_digest(secret),
+        scope=scope,
+        expires_at=expires_at,
+    )
+    return IssuedToken(token=token, secret=secret)
+
+
+def token_revoke(*, user: User, token_id: int) -> ApiToken:
+    token = ApiToken.objects.filter(user=user, pk=token_id).first()
+    if token is None:
+        raise NotFound("token_not_found", "No such token.")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def token_authenticate(secret: str) -> ApiToken | None:
+    """The active token for ``secret``, recording its use; None if unknown, expired or revoked."""
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=token_digest(secret), revoked_at__isnull=True)
+        .first()
+    )
+    now = timezone.now()
+    if token is None or not token.is_active(now) or not token.user.is_active:
+        return None
+    # Skip the write on hot paths: a minute's precision is plenty for "last used".
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token

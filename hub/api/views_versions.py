@@ -1,0 +1,258 @@
+"""REST endpoints for versions: push, list, detail, files, download, lineage, aliases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from rest_framework import status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from hub.accounts.models import Role
+from hub.api.common import actor_of, json_field
+from hub.api.serializers import (
+    AliasSerializer,
+    FileSerializer,
+    VersionSerializer,
+    VersionSummarySerializer,
+    version_ref,
+)
+from hub.api.uploads import HashingUploadHandler
+from hub.registry import services
+from hub.registry.access import Actor, repositories_visible_to, repository_for
+from hub.registry.errors import BadRequest
+from hub.registry.lineage import DatasetRef, LineageSpec, Ref, lineage_graph, stack_of
+from hub.registry.models import Repository, Version
+from hub.registry.names import check_file_path
+from hub.registry.selectors import (
+    version_file,
+    version_files,
+    version_for,
+    versions_for,
+)
+from hub.registry.serving import blob_response
+
+
+def lineage_spec(meta: dict[str, Any]) -> LineageSpec:
+    """The lineage a push declares, from its JSON metadata."""
+
+    def refs(key: str) -> list[str]:
+        value = meta.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadRequest("invalid_metadata", f"{key} must be a list of strings.")
+        return value
+
+    base = meta.get("base_model")
+    if base is not None and not isinstance(base, str):
+        raise BadRequest("invalid_metadata", "base_model must be a string namespace/name[@rev].")
+    if base and meta.get("base_revision") and "@" not in base:
+        base = f"{base}@{meta['base_revision']}"
+    finetuned = meta.get("finetuned_from")
+    if finetuned is not None and not isinstance(finetuned, str):
+        raise BadRequest("invalid_metadata", "finetuned_from must be a string.")
+    return LineageSpec(
+        base=Ref.parse(base) if base else None,
+        stacked_on=[Ref.parse(r) for r in refs("stacked_on")],
+        finetuned_from=Ref.parse(finetuned) if finetuned else None,
+        trained_on=[DatasetRef.parse(d) for d in refs("datasets")],
+        evaluated_on=[DatasetRef.parse(d) for d in refs("eval_sets")],
+    )
+
+
+def push_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The free-form part of the push metadata that is stored on the version."""
+    params = meta.get("training_params") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("invalid_metadata", "training_params must be a JSON object.")
+    return {"training_params": params} if params else {}
+
+
+class VersionListView(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(responses=VersionSummarySerializer(many=True))
+    def get(self, request: Request, namespace: str, name: str) -> Response:
+        actor = actor_of(request)
+        repo = repository_for(actor, namespace, name)
+        versions = versions_for(actor, repo)[:500]
+        return Response(VersionSummarySerializer(versions, many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": OpenApiTypes.OBJECT},
+        responses={201: VersionSerializer, 200: VersionSerializer},
+        description=(
+            "Push a version in one request. Each file is a form part whose field name is its "
+            "path in the version; an optional `metadata` part holds JSON: message, base_model, "
+            "base_revision, stacked_on, finetuned_from, datasets, eval_sets, training_params, "
+            "and files: {path: {sha256}} to have each file checked."
+        ),
+    )
+    def post(self, request: Request, namespace: str, name: str) -> Response:
+        actor = actor_of(request)
+        # Check access before reading a byte of the body.
+        repo = repository_for(actor, namespace, name, need=Role.WRITE)
+        request._request.upload_handlers = [HashingUploadHandler(request._request)]
+        meta = json_field(request.data.get("metadata"), what="metadata")
+        declared = meta.get("files") or {}
+        if not isinstance(declared, dict):
+            raise BadRequest("invalid_metadata", "files must map paths to {sha256}.")
+        incoming: list[services.IncomingFile] = []
+        for path, uploaded in request.FILES.items():
+            check_file_path(path)
+            sha = uploaded.sha256  # type: ignore[attr-defined]
+            claimed = (declared.get(path) or {}).get("sha256")
+            services.check_sha256(claimed, sha, path=path)
+            incoming.append(services.IncomingFile(path, uploaded.size or 0, sha, uploaded.file))
+        if not incoming:
+            raise BadRequest("no_files", "Send the files as multipart parts named by their path.")
+        published = publish_files(actor, repo, incoming, meta)
+        code = status.HTTP_201_CREATED if published.created else status.HTTP_200_OK
+        return Response(version_payload(actor, published.version), status=code)
+
+
+def publish_files(
+    actor: Actor, repo: Repository, incoming: list[services.IncomingFile], meta: dict[str, Any]
+) -> services.Published:
+    """Store blobs (outside any transaction), then publish the version atomically."""
+    spec = lineage_spec(meta)
+    message = meta.get("message") or ""
+    if not isinstance(message, str):
+        raise BadRequest("invalid_metadata", "message must be a string.")
+    blobs = [(f.path, services.blob_ingest(f)) for f in incoming]
+    return services.version_publish(
+        actor=actor,
+        repository=repo,
+        files=blobs,
+        spec=spec,
+        message=message,
+        metadata=push_metadata(meta),
+    )
+
+
+def version_payload(actor: Actor, version: Version) -> dict[str, Any]:
+    visible = set(repositories_visible_to(actor).values_list("pk", flat=True))
+    version = (
+        Version.objects.select_related("repository__namespace")
+        .prefetch_related("files__blob", "parent_edges__parent__repository__namespace")
+        .get(pk=version.pk)
+    )
+    data = VersionSerializer(version, context={"visible_repository_ids": visible}).data
+    data["jobs"] = [{"id": str(j.pk), "kind": j.kind, "state": j.state} for j in version.jobs.all()]
+    return data  # type: ignore[no-any-return]
+
+
+class VersionDetailView(APIView):
+    @extend_schema(responses=VersionSerializer)
+    def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
+        actor = actor_of(request)
+        repo = repository_for(actor, namespace, name)
+        return Response(version_payload(actor, version_for(actor, repo, revision)))
+
+
+class VersionFilesView(APIView):
+    @extend_schema(responses=FileSerializer(many=True))
+    def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
+        actor = actor_of(request)
+        repo = repository_for(actor, namespace, name)
+        version = version_for(actor, repo, revision)
+        return Response(FileSerializer(version_files(version), many=True).data)
+
+
+class FileDownloadView(APIView):
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, 302: None, 206: None},
+        description="Redirects to a presigned URL on S3; streams with Range support otherwise.",
+    )
+    def get(
+        self, request: Request, namespace: str, name: str, revision: str, path: str
+    ) -> HttpResponse:
+        actor = actor_of(request)
+        repo = repository_for(actor, namespace, name)
+        version = version_for(actor, repo, revision)
+        vf = version_file(version, path)
+        if request.method == "GET" and not request.headers.get("Range"):
+            services.download_record(version)
+        return blob_response(
+            request._request,
+            vf.blob,
+            filename=path.rsplit("/", 1)[-1],
+            headers={"X-Strata-Commit": version.commit_id},
+        )
+
+
+class LineageView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("depth", int)],
+        responses=OpenApiTypes.OBJECT,
+        description="Ancestors and descendants (nodes and typed edges), and the resolved stack.",
+    )
+    def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
+        actor = actor_of(request)
+        repo = repository_for(actor, namespace, name)
+        version = version_for(actor, repo, revision)
+        visible = set(repositories_visible_to(actor).values_list("pk", flat=True))
+        try:
+            depth = max(1, min(16, int(request.query_params.get("depth", 8))))
+        except ValueError as exc:
+            raise BadRequest("invalid_depth", "depth must be an integer.") from exc
+        graph = lineage_graph(version, visible=visible, depth=depth)
+        stack = []
+        if repo.kind == Repository.Kind.ADAPTER:
+            from hub.registry.lineage import adapter_base
+
+            base = adapter_base(version)
+            if base is not None and base.repository_id in visible:
+                stack.append(version_ref(base))
+            stack += [version_ref(v) for v in stack_of(version) if v.repository_id in visible]
+        return Response(
+            {
+                "root": version_ref(version),
+                "nodes": [version_ref(v) | {"id": v.pk} for v in graph.nodes.values()],
+                "edges": [
+                    {
+                        "child": e.child_id,
+                        "parent": e.parent_id,
+                        "kind": e.kind,
+                        "position": e.position,
+                        "external_uri": e.external_uri or None,
+                    }
+                    for e in graph.edges
+                ],
+                "stack": stack,
+            }
+        )
+
+
+class AliasListView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, namespace: str, name: str) -> Response:
+        repo = repository_for(actor_of(request), namespace, name)
+        return Response(
+            [
+                {"name": a.name, "version": a.version.label, "commit_id": a.version.commit_id}
+                for a in repo.aliases.select_related("version").order_by("name")
+            ]
+        )
+
+
+class AliasDetailView(APIView):
+    @extend_schema(request=AliasSerializer, responses=OpenApiTypes.OBJECT)
+    def put(self, request: Request, namespace: str, name: str, alias: str) -> Response:
+        actor = actor_of(request)
+        repo = repository_for(actor, namespace, name, need=Role.WRITE)
+        data = AliasSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = version_for(actor, repo, data.validated_data["version"])
+        created = services.alias_set(actor=actor, repository=repo, name=alias, version=version)
+        return Response({"name": created.name, "version": version.label})
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, namespace: str, name: str, alias: str) -> Response:
+        actor = actor_of(request)
+        repo = repository_for(actor, namespace, name, need=Role.WRITE)
+        services.alias_delete(actor=actor, repository=repo, name=alias)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,128 @@
+"""Jobs: the row comes first, the Celery message after commit, carrying only the id."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from hub.registry.models import Job, Version
+
+log = logging.getLogger(__name__)
+
+#: Which Celery queue each kind of job runs on.
+JOB_QUEUES: dict[str, str] = {
+    Job.Kind.MANIFEST: "cpu",
+    Job.Kind.VALIDATE: "cpu",
+    Job.Kind.FINALIZE_UPLOAD: "cpu",
+    Job.Kind.BENCHMARK: "gpu",
+    Job.Kind.MERGE: "gpu",
+    Job.Kind.COMPOSE: "gpu",
+}
+
+
+def _send(job_id: str, queue: str, countdown: float = 0) -> None:
+    from workers.tasks import run_job
+
+    try:
+        result = run_job.apply_async(args=[job_id], queue=queue, countdown=countdown)
+    except Exception:
+        log.exception("could not enqueue job %s; the reconciler will resend it", job_id)
+        return
+    Job.objects.filter(pk=job_id).update(celery_task_id=result.id, enqueued_at=timezone.now())
+
+
+def job_request(
+    *,
+    kind: str,
+    version: Version | None,
+    params: dict[str, object] | None = None,
+    dedupe_key: str | None = None,
+    requested_by: User | None = None,
+) -> tuple[Job, bool]:
+    """Create a queued job (or return the live one with the same ``dedupe_key``).
+
+    Returns ``(job, created)``. Must run inside the caller's transaction: the message is
+    sent only once that transaction commits, so a worker never sees a row that isn't there.
+    """
+    if dedupe_key:
+        existing = Job.objects.filter(
+            dedupe_key=dedupe_key, state__in=[*Job.ACTIVE_STATES, Job.State.SUCCEEDED]
+        ).first()
+        if existing:
+            return existing, False
+    queue = JOB_QUEUES[kind]
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                kind=kind,
+                version=version,
+                queue=queue,
+                params=params or {},
+                dedupe_key=dedupe_key,
+                requested_by=requested_by,
+                max_attempts=settings.JOB_MAX_ATTEMPTS,
+            )
+    except IntegrityError:
+        # Another request created the same job between our check and our insert.
+        existing = Job.objects.filter(
+            dedupe_key=dedupe_key, state__in=[*Job.ACTIVE_STATES, Job.State.SUCCEEDED]
+        ).first()
+        if existing is None:
+            raise
+        return existing, False
+    job_id = str(job.pk)
+    transaction.on_commit(lambda: _send(job_id, queue))
+    return job, True
+
+
+def job_retry_later(job: Job, *, countdown: float) -> None:
+    """Put a job back in the queue after an infrastructure failure."""
+    _send(str(job.pk), job.queue, countdown=countdown)
+
+
+def jobs_reap_stale() -> dict[str, int]:
+    """Requeue (or fail) running jobs whose heartbeat stopped: their worker died."""
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_AFTER_SECONDS)
+    requeued = failed = 0
+    stale = Job.objects.filter(state=Job.State.RUNNING, heartbeat_at__lt=cutoff)
+    for job in stale:
+        if job.attempts >= job.max_attempts:
+            changed = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+                state=Job.State.FAILED,
+                finished_at=timezone.now(),
+                error_code="worker_lost",
+                error_message=(
+                    f"The worker stopped responding {job.attempts} times; giving up. "
+                    "This is an infrastructure problem, not a problem with the upload."
+                ),
+            )
+            failed += changed
+        else:
+            changed = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+                state=Job.State.QUEUED, worker_host="", heartbeat_at=None, enqueued_at=None
+            )
+            if changed:
+                requeued += 1
+                _send(str(job.pk), job.queue)
+    return {"requeued": requeued, "failed": failed}
+
+
+def jobs_resend_unsent(*, older_than_seconds: int = 10) -> int:
+    """Send queued jobs whose message never reached the broker (it was down at enqueue time).
+
+    A duplicate message is harmless: only one worker can claim a queued row.
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    jobs = list(
+        Job.objects.filter(state=Job.State.QUEUED, enqueued_at__isnull=True, created_at__lt=cutoff)[
+            :500
+        ]
+    )
+    for job in jobs:
+        _send(str(job.pk), job.queue)
+    return len(jobs)

@@ -1,0 +1,117 @@
+"""Reads: resolving revisions, listing versions and files, searching repositories."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from hub.accounts.models import Role
+from hub.registry.access import Actor, role_in
+from hub.registry.errors import NotFound
+from hub.registry.models import Alias, Repository, Version, VersionFile
+from hub.registry.names import is_commit_id, is_version_label
+
+
+def version_resolve(repository: Repository, revision: str) -> Version:
+    """A version by label (``v3``, ``v3-merged``), commit id or alias."""
+    versions = Version.objects.filter(repository=repository)
+    version: Version | None
+    if is_version_label(revision):
+        number, _, variant = revision[1:].partition("-")
+        version = versions.filter(number=int(number), variant=variant).first()
+    elif is_commit_id(revision):
+        version = versions.filter(commit_id=revision).first()
+    else:
+        alias = Alias.objects.filter(repository=repository, name=revision).select_related("version")
+        found = alias.first()
+        version = found.version if found else None
+    if version is None:
+        raise NotFound(
+            "revision_not_found",
+            f"Revision {revision!r} of {repository.full_name} was not found.",
+        )
+    return version
+
+
+def can_see_invalid(actor: Actor, repository: Repository) -> bool:
+    """Invalid versions stay visible, with their report, to people who can write the repo."""
+    role = role_in(actor, repository.namespace)
+    return role is not None and Role.rank(role) >= Role.rank(Role.WRITE)
+
+
+def version_for(actor: Actor, repository: Repository, revision: str) -> Version:
+    version = version_resolve(repository, revision)
+    if version.status == Version.Status.INVALID and not can_see_invalid(actor, repository):
+        raise NotFound(
+            "revision_not_found",
+            f"Revision {revision!r} of {repository.full_name} was not found.",
+        )
+    return version
+
+
+def versions_for(actor: Actor, repository: Repository) -> QuerySet[Version]:
+    versions = Version.objects.filter(repository=repository).order_by("-number", "variant")
+    if not can_see_invalid(actor, repository):
+        versions = versions.exclude(status=Version.Status.INVALID)
+    return versions
+
+
+def version_files(version: Version) -> QuerySet[VersionFile]:
+    return version.files.select_related("blob").order_by("path")
+
+
+def version_file(version: Version, path: str) -> VersionFile:
+    found = version.files.select_related("blob").filter(path=path).first()
+    if found is None:
+        raise NotFound("entry_not_found", f"{path} is not in {version.label}.")
+    return found
+
+
+def repositories_search(
+    visible: QuerySet[Repository],
+    *,
+    kind: str | None = None,
+    base: str | None = None,
+    owner: str | None = None,
+    tag: str | None = None,
+    license: str | None = None,
+    status: str | None = None,
+    query: str | None = None,
+) -> QuerySet[Repository]:
+    """Filter visible repositories; the result prefetches what list views show."""
+    from django.conf import settings
+    from django.db.models import Prefetch, Q
+
+    repos = visible
+    if kind:
+        repos = repos.filter(kind=kind)
+    if base:
+        ns, _, name = base.partition("/")
+        repos = repos.filter(base_repository__namespace__name=ns, base_repository__name=name)
+    if owner:
+        repos = repos.filter(namespace__name=owner)
+    if license:
+        repos = repos.filter(license__iexact=license)
+    if tag:
+        if settings.USES_POSTGRES:
+            repos = repos.filter(tags__contains=[tag.lower()])
+        else:  # SQLite has no JSON containment; match the quoted element instead.
+            repos = repos.filter(tags__icontains=f'"{tag.lower()}"')
+    if status:
+        repos = repos.filter(aliases__name=Alias.MAIN, aliases__version__status=status)
+    if query:
+        if settings.USES_POSTGRES:
+            from django.contrib.postgres.search import SearchQuery, SearchVector
+
+            vector = SearchVector("name", weight="A") + SearchVector("description", weight="B")
+            repos = repos.annotate(search=vector).filter(
+                Q(search=SearchQuery(query, search_type="websearch")) | Q(name__icontains=query)
+            )
+        else:
+            repos = repos.filter(Q(name__icontains=query) | Q(description__icontains=query))
+    return repos.select_related("namespace", "base_repository__namespace").prefetch_related(
+        Prefetch(
+            "aliases",
+            queryset=Alias.objects.filter(name=Alias.MAIN).select_related("version"),
+            to_attr="main_aliases",
+        )
+    )

@@ -1,0 +1,63 @@
+"""Server-rendered pages. Thin: every read goes through selectors."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from hub.registry.access import Actor, repositories_visible_to
+from hub.registry.models import Repository
+from hub.registry.selectors import repositories_search
+from hub.registry.storage import LocalBlobStore, get_blob_store
+
+
+def actor_of(request: HttpRequest) -> Actor:
+    return Actor.of(request.user)
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    visible = repositories_visible_to(actor_of(request))
+    adapters = repositories_search(visible, kind=Repository.Kind.ADAPTER)
+    bases = repositories_search(visible, kind=Repository.Kind.BASE_MODEL)
+    return render(
+        request,
+        "web/home.html",
+        {
+            "recent": adapters.order_by("-updated_at")[:12],
+            "popular": adapters.order_by("-downloads")[:6],
+            "bases": bases.order_by("name")[:12],
+        },
+    )
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
+
+
+@csrf_exempt
+@require_http_methods(["PUT"])
+def signed_blob_put(request: HttpRequest, key: str) -> HttpResponse:
+    """Receive a presigned PUT on the local backend (S3 receives them itself)."""
+    store = get_blob_store()
+    if not isinstance(store, LocalBlobStore):
+        return HttpResponse(status=404)
+    try:
+        expires_at = int(request.GET.get("exp", "0"))
+    except ValueError:
+        return HttpResponse(status=403)
+    if not store.verify_signature("PUT", key, expires_at, request.GET.get("sig", "")):
+        return HttpResponse("signature invalid or expired", status=403)
+    size = request.GET.get("size")
+    length = int(request.headers.get("Content-Length") or 0)
+    if size is not None and int(size) != length:
+        return HttpResponse("Content-Length does not match the signed size", status=400)
+    store._write_atomically(key, iter(lambda: request.read(1024 * 1024), b""))
+    response = HttpResponse(status=200)
+    if key.startswith("multipart/"):
+        response["ETag"] = store.part_etag(key)
+    return response

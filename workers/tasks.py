@@ -1,0 +1,32 @@
+"""Celery tasks: thin wrappers that hand a job id to the runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.app import app
+from workers.handlers.manifest import read_manifest
+from workers.runner import Handler, run
+
+HANDLERS: dict[str, Handler] = {
+    "manifest": read_manifest,
+}
+
+
+@app.task(name="workers.tasks.run_job", acks_late=True)
+def run_job(job_id: str) -> str:
+    return run(job_id, HANDLERS)
+
+
+@app.task(name="workers.tasks.reap_stale_jobs")
+def reap_stale_jobs() -> dict[str, Any]:
+    from hub.registry.jobs import jobs_reap_stale
+
+    return jobs_reap_stale()
+
+
+@app.task(name="workers.tasks.resend_unsent_jobs")
+def resend_unsent_jobs() -> int:
+    from hub.registry.jobs import jobs_resend_unsent
+
+    return jobs_resend_unsent()
