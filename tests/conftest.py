@@ -53,7 +53,9 @@ def worker_env(database_name: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(
+    django_db_setup: Any, django_db_blocker: Any
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery worker`` process on both queues, against the test database."""
     from django.db import connection
 
@@ -66,9 +68,24 @@ def celery_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[subp
     log = open(Path(settings.DATA_DIR) / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-            "-Q", "cpu,gpu", "-c", "1", "--pool", "prefork", "-l", "info",
-            "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            "cpu,gpu",
+            "-c",
+            "1",
+            "--pool",
+            "prefork",
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{os.getpid()}@%h",
         ],
         cwd=ROOT,
         env=worker_env(str(name)),

@@ -24,7 +24,9 @@ def make_token(user: User, scope: str = "write") -> str:
 
 def safetensors_bytes(tensors: dict[str, tuple[int, ...]], *, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
-    return save({name: rng.standard_normal(shape).astype(np.float32) for name, shape in tensors.items()})
+    return save(
+        {name: rng.standard_normal(shape).astype(np.float32) for name, shape in tensors.items()}
+    )
 
 
 #: A tiny "base model": two linear layers a LoRA can target.
@@ -37,7 +39,9 @@ TINY_BASE = {
 
 def base_model_files(seed: int = 0) -> dict[str, bytes]:
     return {
-        "config.json": json.dumps({"architectures": ["TinyForTest"], "model_type": "tiny"}).encode(),
+        "config.json": json.dumps(
+            {"architectures": ["TinyForTest"], "model_type": "tiny"}
+        ).encode(),
         "model.safetensors": safetensors_bytes(TINY_BASE, seed=seed),
     }
 
@@ -63,7 +67,8 @@ def adapter_files(*, rank: int = 4, seed: int = 1, base: str | None = None) -> d
 def multipart(files: dict[str, bytes], metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """A Django test-client multipart payload: one part per file, named by its path."""
     data: dict[str, Any] = {
-        path: SimpleUploadedFile(path.rsplit("/", 1)[-1], content) for path, content in files.items()
+        path: SimpleUploadedFile(path.rsplit("/", 1)[-1], content)
+        for path, content in files.items()
     }
     if metadata is not None:
         data["metadata"] = json.dumps(metadata)
@@ -72,4 +77,6 @@ def multipart(files: dict[str, bytes], metadata: dict[str, Any] | None = None) -
 
 def requests_files(files: dict[str, bytes]) -> list[tuple[str, tuple[str, io.BytesIO]]]:
     """The same payload for the ``requests`` library."""
-    return [(path, (path.rsplit("/", 1)[-1], io.BytesIO(content))) for path, content in files.items()]
+    return [
+        (path, (path.rsplit("/", 1)[-1], io.BytesIO(content))) for path, content in files.items()
+    ]

@@ -85,7 +85,7 @@ class _Heartbeat(threading.Thread):
                 Job.objects.filter(pk=self.ctx.job.pk, state=Job.State.RUNNING).update(
                     heartbeat_at=timezone.now(), log_tail=self.ctx.log_tail
                 )
-            except Exception:  # noqa: BLE001 - a missed beat is fine; the next one may land
+            except Exception:
                 log.warning("heartbeat for job %s failed", self.ctx.job.pk, exc_info=True)
             finally:
                 close_old_connections()
@@ -119,8 +119,11 @@ def run(job_id: str, handlers: dict[str, Handler]) -> str:
     heartbeat = _Heartbeat(ctx)
     heartbeat.start()
     started = time.monotonic()
+    handler = handlers.get(job.kind)
     try:
-        result = handlers[job.kind](ctx)
+        if handler is None:
+            raise UserError("unsupported_job", f"This hub cannot run {job.kind} jobs.")
+        result = handler(ctx)
     except UserError as exc:
         ctx.log(f"failed: {exc.message}")
         _finish(job, Job.State.FAILED, ctx, error_code=exc.code, error_message=exc.message)

@@ -15,7 +15,7 @@ from hub.accounts.models import ApiToken, Membership, Namespace, Role
 from hub.registry.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from hub.registry.names import canonical_name, check_name
 
-TOKEN_PREFIX = "strata_"
+TOKEN_PREFIX = "strata_"  # noqa: S105 - a public marker, not a secret
 
 
 def _name_taken(name: str) -> bool:

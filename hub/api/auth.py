@@ -38,7 +38,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="strata"'
 
 
-class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[misc]
+class BearerTokenScheme(OpenApiAuthenticationExtension):
     target_class = BearerTokenAuthentication
     name = "bearerAuth"
 

@@ -47,9 +47,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
         response["Retry-After"] = "5"
         return response
-    response = drf_exception_handler(exc, context)
-    if response is None:
+    drf_response = drf_exception_handler(exc, context)
+    if drf_response is None:
         return None
+    response = drf_response
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
     if isinstance(exc, exceptions.ValidationError):
         return error_response(

@@ -85,7 +85,7 @@ class FileSerializer(serializers.ModelSerializer[VersionFile]):
 
 
 class EdgeSerializer(serializers.ModelSerializer[LineageEdge]):
-    parent = serializers.SerializerMethodField()
+    parent = serializers.SerializerMethodField()  # type: ignore[assignment]
 
     class Meta:
         model = LineageEdge
@@ -109,7 +109,7 @@ def version_ref(version: Version) -> dict[str, Any]:
 
 class VersionSerializer(serializers.ModelSerializer[Version]):
     repo = serializers.CharField(source="repository.full_name")
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
     files = FileSerializer(many=True, read_only=True)
     lineage = serializers.SerializerMethodField()
 
@@ -139,11 +139,11 @@ class VersionSerializer(serializers.ModelSerializer[Version]):
             for e in version.parent_edges.all()
             if e.parent is None or visible is None or e.parent.repository_id in visible
         ]
-        return EdgeSerializer(edges, many=True).data  # type: ignore[return-value]
+        return [EdgeSerializer(e).data for e in edges]
 
 
 class VersionSummarySerializer(serializers.ModelSerializer[Version]):
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
 
     class Meta:
         model = Version

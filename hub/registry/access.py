@@ -7,6 +7,7 @@ A repository the caller may not read is reported exactly like a missing one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
@@ -54,7 +55,7 @@ def role_in(actor: Actor, namespace: Namespace) -> str | None:
     return membership.role if membership else None
 
 
-def readable_namespace_ids(actor: Actor) -> QuerySet[Namespace]:
+def readable_namespace_ids(actor: Actor) -> QuerySet[Namespace, Any]:
     if actor.user is None:
         return Namespace.objects.none()
     return Namespace.objects.filter(Q(user=actor.user) | Q(memberships__user=actor.user)).values(

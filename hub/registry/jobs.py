@@ -29,7 +29,7 @@ def _send(job_id: str, queue: str, countdown: float = 0) -> None:
     from workers.tasks import run_job
 
     try:
-        result = run_job.apply_async(args=[job_id], queue=queue, countdown=countdown)
+        result = run_job.apply_async(args=(job_id,), queue=queue, countdown=countdown)
     except Exception:
         log.exception("could not enqueue job %s; the reconciler will resend it", job_id)
         return

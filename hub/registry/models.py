@@ -252,7 +252,8 @@ class Job(models.Model):
     )
     params = models.JSONField(default=dict, blank=True)
     #: Identical requests share one job: unique among jobs that are not failed/cancelled.
-    dedupe_key = models.CharField(max_length=200, null=True, blank=True)
+    # NULL, not "", means "no key": the partial unique index must ignore such jobs.
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

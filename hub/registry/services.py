@@ -260,11 +260,15 @@ def _resolve_lineage(actor: Actor, repository: Repository, spec: LineageSpec) ->
     for ref, parent in zip(spec.stacked_on, parents, strict=True):
         parent_base = lineage.adapter_base(parent)
         if base is not None and (parent_base is None or parent_base.pk != base.pk):
+            theirs = (
+                f"{parent_base.repository.full_name}@{parent_base.label}"
+                if parent_base
+                else "nothing"
+            )
             raise BadRequest(
                 "stack_base_mismatch",
-                f"Parent {ref} is an adapter of "
-                f"{parent_base.repository.full_name + '@' + parent_base.label if parent_base else 'nothing'}"
-                f", but this version declares {base.repository.full_name}@{base.label}. "
+                f"Parent {ref} is an adapter of {theirs}, but this version declares "
+                f"{base.repository.full_name}@{base.label}. "
                 "Every adapter in a stack must share the same base revision.",
             )
     if len({p.pk for p in parents}) != len(parents):

@@ -39,7 +39,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 def blob_response(
     request: HttpRequest, blob: Blob, *, filename: str, headers: dict[str, str] | None = None
-) -> HttpResponse:
+) -> HttpResponse | StreamingHttpResponse:
     """Answer a GET/HEAD for a blob. ``headers`` go on every answer, redirects included."""
     headers = {
         "ETag": f'"{blob.sha256}"',
@@ -52,7 +52,7 @@ def blob_response(
     url = store.presign_get(
         blob.storage_key, filename=filename, expires=settings.PRESIGN_TTL_SECONDS
     )
-    response: HttpResponse
+    response: HttpResponse | StreamingHttpResponse
     if url is not None:
         response = HttpResponseRedirect(url)
     elif request.method == "HEAD":

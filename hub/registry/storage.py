@@ -11,6 +11,7 @@ benchmarks can build a store from plain values.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -230,10 +231,8 @@ class S3BlobStore:
         return ObjectInfo(size=int(resp["ContentLength"]), sha256=sha)
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(BlobMissing):
             self._call(self.client.delete_object, Key=key)
-        except BlobMissing:
-            pass
 
     def copy(self, src: str, dst: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -299,10 +298,8 @@ class S3BlobStore:
         )
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        try:
+        with contextlib.suppress(BlobMissing):
             self._call(self.client.abort_multipart_upload, Key=key, UploadId=upload_id)
-        except BlobMissing:
-            pass
 
 
 # --- Local filesystem ------------------------------------------------------------------
