@@ -6,10 +6,12 @@ from typing import Any
 
 from workers.app import app
 from workers.handlers.manifest import read_manifest
+from workers.handlers.uploads import expire_uploads, finalize_upload
 from workers.runner import Handler, run
 
 HANDLERS: dict[str, Handler] = {
     "manifest": read_manifest,
+    "finalize_upload": finalize_upload,
 }
 
 
@@ -30,3 +32,8 @@ def resend_unsent_jobs() -> int:
     from hub.registry.jobs import jobs_resend_unsent
 
     return jobs_resend_unsent()
+
+
+@app.task(name="workers.tasks.expire_uploads")
+def expire_uploads_task() -> int:
+    return expire_uploads()

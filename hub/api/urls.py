@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from hub.api import views_accounts as accounts
 from hub.api import views_repos as repos
+from hub.api import views_uploads as uploads
 from hub.api import views_versions as versions
 
 NAME = r"(?P<namespace>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
@@ -24,7 +25,12 @@ urlpatterns = [
     ),
     path("jobs", accounts.JobListView.as_view(), name="jobs"),
     path("jobs/<uuid:job_id>", accounts.JobDetailView.as_view(), name="job"),
+    path("uploads/<uuid:session_id>", uploads.UploadDetailView.as_view(), name="upload"),
+    path(
+        "uploads/<uuid:session_id>/commit", uploads.UploadCommitView.as_view(), name="upload-commit"
+    ),
     path("repos", repos.RepositoryListView.as_view(), name="repos"),
+    re_path(rf"^repos/{NAME}/uploads$", uploads.UploadStartView.as_view(), name="uploads"),
     re_path(rf"^repos/{NAME}$", repos.RepositoryDetailView.as_view(), name="repo"),
     re_path(rf"^repos/{NAME}/versions$", versions.VersionListView.as_view(), name="versions"),
     re_path(

@@ -25,7 +25,12 @@ from hub.api.uploads import HashingUploadHandler
 from hub.registry import services
 from hub.registry.access import Actor, repositories_visible_to, repository_for
 from hub.registry.errors import BadRequest
-from hub.registry.lineage import DatasetRef, LineageSpec, Ref, lineage_graph, stack_of
+from hub.registry.lineage import (
+    lineage_graph,
+    spec_from_metadata,
+    stack_of,
+    stored_metadata,
+)
 from hub.registry.models import Repository, Version
 from hub.registry.names import check_file_path
 from hub.registry.selectors import (
@@ -35,40 +40,6 @@ from hub.registry.selectors import (
     versions_for,
 )
 from hub.registry.serving import blob_response
-
-
-def lineage_spec(meta: dict[str, Any]) -> LineageSpec:
-    """The lineage a push declares, from its JSON metadata."""
-
-    def refs(key: str) -> list[str]:
-        value = meta.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise BadRequest("invalid_metadata", f"{key} must be a list of strings.")
-        return value
-
-    base = meta.get("base_model")
-    if base is not None and not isinstance(base, str):
-        raise BadRequest("invalid_metadata", "base_model must be a string namespace/name[@rev].")
-    if base and meta.get("base_revision") and "@" not in base:
-        base = f"{base}@{meta['base_revision']}"
-    finetuned = meta.get("finetuned_from")
-    if finetuned is not None and not isinstance(finetuned, str):
-        raise BadRequest("invalid_metadata", "finetuned_from must be a string.")
-    return LineageSpec(
-        base=Ref.parse(base) if base else None,
-        stacked_on=[Ref.parse(r) for r in refs("stacked_on")],
-        finetuned_from=Ref.parse(finetuned) if finetuned else None,
-        trained_on=[DatasetRef.parse(d) for d in refs("datasets")],
-        evaluated_on=[DatasetRef.parse(d) for d in refs("eval_sets")],
-    )
-
-
-def push_metadata(meta: dict[str, Any]) -> dict[str, Any]:
-    """The free-form part of the push metadata that is stored on the version."""
-    params = meta.get("training_params") or {}
-    if not isinstance(params, dict):
-        raise BadRequest("invalid_metadata", "training_params must be a JSON object.")
-    return {"training_params": params} if params else {}
 
 
 class VersionListView(APIView):
@@ -118,7 +89,7 @@ def publish_files(
     actor: Actor, repo: Repository, incoming: list[services.IncomingFile], meta: dict[str, Any]
 ) -> services.Published:
     """Store blobs (outside any transaction), then publish the version atomically."""
-    spec = lineage_spec(meta)
+    spec = spec_from_metadata(meta)
     message = meta.get("message") or ""
     if not isinstance(message, str):
         raise BadRequest("invalid_metadata", "message must be a string.")
@@ -129,7 +100,7 @@ def publish_files(
         files=blobs,
         spec=spec,
         message=message,
-        metadata=push_metadata(meta),
+        metadata=stored_metadata(meta),
     )
 
 

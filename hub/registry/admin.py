@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from hub.registry.models import Alias, Blob, Job, LineageEdge, Repository, Version, VersionFile
+from hub.registry.models import (
+    Alias,
+    Blob,
+    Job,
+    LineageEdge,
+    Repository,
+    UploadFile,
+    UploadSession,
+    Version,
+    VersionFile,
+)
 
 
 @admin.register(Repository)
@@ -51,3 +61,16 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ("kind", "state", "queue")
     search_fields = ("id", "celery_task_id", "dedupe_key")
     raw_id_fields = ("version", "requested_by")
+
+
+class UploadFileInline(admin.TabularInline):
+    model = UploadFile
+    extra = 0
+
+
+@admin.register(UploadSession)
+class UploadSessionAdmin(admin.ModelAdmin):
+    list_display = ("id", "repository", "created_by", "state", "created_at", "expires_at")
+    list_filter = ("state",)
+    raw_id_fields = ("repository", "created_by", "version")
+    inlines = [UploadFileInline]

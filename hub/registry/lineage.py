@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from hub.registry.access import Actor, repository_for
 from hub.registry.errors import BadRequest, NotFound
@@ -57,6 +58,40 @@ class LineageSpec:
     finetuned_from: Ref | None = None
     trained_on: list[DatasetRef] = field(default_factory=list)
     evaluated_on: list[DatasetRef] = field(default_factory=list)
+
+
+def spec_from_metadata(meta: dict[str, Any]) -> LineageSpec:
+    """The lineage a push declares, from its JSON metadata."""
+
+    def refs(key: str) -> list[str]:
+        value = meta.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadRequest("invalid_metadata", f"{key} must be a list of strings.")
+        return value
+
+    base = meta.get("base_model")
+    if base is not None and not isinstance(base, str):
+        raise BadRequest("invalid_metadata", "base_model must be a string namespace/name[@rev].")
+    if base and meta.get("base_revision") and "@" not in base:
+        base = f"{base}@{meta['base_revision']}"
+    finetuned = meta.get("finetuned_from")
+    if finetuned is not None and not isinstance(finetuned, str):
+        raise BadRequest("invalid_metadata", "finetuned_from must be a string.")
+    return LineageSpec(
+        base=Ref.parse(base) if base else None,
+        stacked_on=[Ref.parse(r) for r in refs("stacked_on")],
+        finetuned_from=Ref.parse(finetuned) if finetuned else None,
+        trained_on=[DatasetRef.parse(d) for d in refs("datasets")],
+        evaluated_on=[DatasetRef.parse(d) for d in refs("eval_sets")],
+    )
+
+
+def stored_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The free-form part of the push metadata that is stored on the version."""
+    params = meta.get("training_params") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("invalid_metadata", "training_params must be a JSON object.")
+    return {"training_params": params} if params else {}
 
 
 def resolve_ref(actor: Actor, ref: Ref, *, kind: str, what: str) -> Version:

@@ -290,3 +290,60 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in self.FINAL_STATES
+
+
+class UploadSession(models.Model):
+    """A direct-to-storage push in progress: files go to staging keys, then are verified.
+
+    Staging keys are server-made (``uploads/<session>/<n>``); bytes reach their sha256
+    key only after the server has checked their size and hash.
+    """
+
+    class State(models.TextChoices):
+        OPEN = "open", "open"
+        VERIFYING = "verifying", "verifying"
+        COMMITTED = "committed", "committed"
+        FAILED = "failed", "failed"
+        EXPIRED = "expired", "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="uploads")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    #: The push metadata given at commit time, kept until the version is published.
+    commit_metadata = models.JSONField(null=True, blank=True)
+    version = models.ForeignKey(
+        Version, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"upload {self.id} ({self.state})"
+
+
+class UploadFile(models.Model):
+    session = models.ForeignKey(UploadSession, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    #: Blank when the hub already had the blob and nothing needed uploading.
+    staging_key = models.CharField(max_length=200, blank=True)
+    multipart_upload_id = models.CharField(max_length=200, blank=True)
+    part_size = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "path"], name="upload_file_unique_path")
+        ]
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def needs_upload(self) -> bool:
+        return bool(self.staging_key)

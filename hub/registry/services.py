@@ -34,7 +34,7 @@ from hub.registry.models import (
     VersionFile,
 )
 from hub.registry.names import canonical_name, check_alias, check_file_path, check_name
-from hub.registry.storage import blob_key, get_blob_store
+from hub.registry.storage import BlobMissing, blob_key, get_blob_store
 
 # --- Repositories ----------------------------------------------------------------------
 
@@ -182,7 +182,7 @@ def blob_ingest(incoming: IncomingFile) -> Blob:
 # --- Versions --------------------------------------------------------------------------
 
 
-def _check_json_limits(value: Any, *, what: str) -> None:
+def check_json_limits(value: Any, *, what: str) -> None:
     encoded = json.dumps(value)
     if len(encoded) > settings.MAX_METADATA_BYTES:
         raise PayloadTooLarge(
@@ -234,7 +234,8 @@ class ResolvedLineage:
     evaluated_on: list[tuple[Version | None, str]]
 
 
-def _resolve_lineage(actor: Actor, repository: Repository, spec: LineageSpec) -> ResolvedLineage:
+def lineage_check(actor: Actor, repository: Repository, spec: LineageSpec) -> ResolvedLineage:
+    """Resolve and check what a push declares, as the pushing actor sees it."""
     kind = repository.kind
     if kind != Repository.Kind.ADAPTER and (spec.base or spec.stacked_on or spec.finetuned_from):
         raise BadRequest(
@@ -382,10 +383,10 @@ def version_publish(
     check_role(actor, repository, Role.WRITE)
     _check_file_set(repository.kind, [path for path, _ in files])
     metadata = metadata or {}
-    _check_json_limits(metadata, what="Version metadata")
+    check_json_limits(metadata, what="Version metadata")
     if len(message) > 5000:
         raise BadRequest("message_too_long", "Version messages are limited to 5,000 characters.")
-    resolved = _resolve_lineage(actor, repository, spec or LineageSpec())
+    resolved = lineage_check(actor, repository, spec or LineageSpec())
     if resolved.base is not None:
         metadata = {**metadata, "base_revision": resolved.base.label}
 
@@ -510,4 +511,4 @@ def download_record(version: Version) -> None:
     Repository.objects.filter(pk=version.repository_id).update(downloads=F("downloads") + 1)
 
 
-__all__ = ["Ref"]
+__all__ = ["BlobMissing", "Ref"]

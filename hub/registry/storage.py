@@ -48,6 +48,14 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class PresignedPut:
+    """Where and how a client uploads one object: PUT ``url`` with these ``headers``."""
+
+    url: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
 class UploadedPart:
     part_number: int
     etag: str
@@ -83,8 +91,8 @@ class BlobStore(Protocol):
     def presign_get(self, key: str, *, filename: str, expires: int) -> str | None:
         """A URL that serves the object without auth, or None if the hub must stream it."""
 
-    def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> str:
-        """A URL a client can PUT exactly ``size`` bytes to."""
+    def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> PresignedPut:
+        """A URL a client can PUT exactly ``size`` bytes to (S3 also checks ``sha256``)."""
 
     def create_multipart(self, key: str) -> str:
         """Start a multipart upload; returns its id."""
@@ -260,12 +268,21 @@ class S3BlobStore:
         )
         return url
 
-    def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> str:
+    def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> PresignedPut:
+        import base64
+
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ContentLength": size}
+        headers: dict[str, str] = {}
+        if sha256 is not None:
+            # Signed into the URL: S3 refuses a body whose sha256 differs, and head()
+            # reports the checksum afterwards, so the hub never rereads the object.
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+            params["ChecksumSHA256"] = checksum
+            headers["x-amz-checksum-sha256"] = checksum
         url: str = self.presign_client.generate_presigned_url(
             "put_object", Params=params, ExpiresIn=expires
         )
-        return url
+        return PresignedPut(url=url, headers=headers)
 
     def create_multipart(self, key: str) -> str:
         resp = self._call(self.client.create_multipart_upload, Key=key)
@@ -402,8 +419,8 @@ class LocalBlobStore:
         # The local backend streams through the hub itself (with Range support).
         return None
 
-    def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> str:
-        return self._signed_url("PUT", key, expires, size=str(size))
+    def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> PresignedPut:
+        return PresignedPut(url=self._signed_url("PUT", key, expires, size=str(size)), headers={})
 
     def create_multipart(self, key: str) -> str:
         upload_id = hashlib.sha256(f"{key}{time.time_ns()}".encode()).hexdigest()[:32]
