@@ -148,6 +148,8 @@ if _broker_scheme == "filesystem":
         data_folder_in=str(_broker_dir / "out"),
         data_folder_out=str(_broker_dir / "out"),
         processed_folder=str(_broker_dir / "processed"),
+        # Broadcast (control) messages; kombu would otherwise use ./control in the cwd.
+        control_folder=str(_broker_dir / "control"),
         store_processed=False,
     )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

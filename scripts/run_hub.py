@@ -23,7 +23,7 @@ def main() -> None:
     env.setdefault("DEBUG", "1")
     env.setdefault("DJANGO_SETTINGS_MODULE", "hub.settings")
     data = Path(env.setdefault("STRATA_DATA_DIR", str(ROOT / "var")))
-    for folder in ("broker/out", "broker/processed", "blobs"):
+    for folder in ("broker/out", "broker/processed", "broker/control", "blobs"):
         (data / folder).mkdir(parents=True, exist_ok=True)
     host = env.get("HOST", "127.0.0.1")
     port = env.get("PORT", "8000")

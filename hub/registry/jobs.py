@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from hub.registry.models import Job, Version
@@ -113,15 +114,20 @@ def jobs_reap_stale() -> dict[str, int]:
 
 
 def jobs_resend_unsent(*, older_than_seconds: int = 10) -> int:
-    """Send queued jobs whose message never reached the broker (it was down at enqueue time).
+    """Send queued jobs whose message never reached the broker (it was down at enqueue
+    time), or was sent so long ago that the broker must have lost it.
 
     A duplicate message is harmless: only one worker can claim a queued row.
     """
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    lost_after = timedelta(seconds=int(settings.JOB_TIME_LIMIT_SECONDS) + 3600)
     jobs = list(
-        Job.objects.filter(state=Job.State.QUEUED, enqueued_at__isnull=True, created_at__lt=cutoff)[
-            :500
-        ]
+        Job.objects.filter(state=Job.State.QUEUED)
+        .filter(
+            Q(enqueued_at__isnull=True, created_at__lt=cutoff) | Q(enqueued_at__lt=now - lost_after)
+        )
+        .order_by("created_at")[:500]
     )
     for job in jobs:
         _send(str(job.pk), job.queue)

@@ -40,6 +40,16 @@ class BlobMissing(StorageError):
     """No object under the key."""
 
 
+class UploadRejected(StorageError):
+    """S3 refused what a client uploaded (parts too small, wrong ETag, bad digest)."""
+
+
+#: S3 answers caused by what the client sent, not by our infrastructure.
+_CLIENT_ERROR_CODES = frozenset(
+    {"EntityTooSmall", "InvalidPart", "InvalidPartOrder", "BadDigest", "InvalidDigest"}
+)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     size: int
@@ -164,6 +174,8 @@ class S3BlobStore:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound", "NoSuchUpload"):
                 raise BlobMissing(kwargs.get("Key", "")) from exc
+            if code in _CLIENT_ERROR_CODES:
+                raise UploadRejected(code) from exc
             raise StorageUnavailable(f"S3 {fn.__name__} failed: {code or exc}") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3 {fn.__name__} failed: {exc}") from exc
@@ -174,7 +186,15 @@ class S3BlobStore:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError:
-            self._call(self.client.create_bucket)
+            region = self.client.meta.region_name
+            if region and region != "us-east-1":
+                # Every region but us-east-1 requires the location constraint.
+                self._call(
+                    self.client.create_bucket,
+                    CreateBucketConfiguration={"LocationConstraint": region},
+                )
+            else:
+                self._call(self.client.create_bucket)
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3 is unreachable: {exc}") from exc
 
@@ -205,7 +225,12 @@ class S3BlobStore:
         resp = self._call(
             self.client.get_object, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
         )
-        data: bytes = resp["Body"].read()
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            data: bytes = resp["Body"].read()
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 read of {key} failed: {exc}") from exc
         if len(data) != length:
             raise StorageUnavailable(f"short read on {key}: {len(data)} of {length} bytes")
         return data
@@ -213,8 +238,14 @@ class S3BlobStore:
     def iter_chunks(self, key: str, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError
 
-        rng = f"bytes={offset}-" if end is None else f"bytes={offset}-{end - 1}"
-        resp = self._call(self.client.get_object, Key=key, Range=rng)
+        if end is not None and end <= offset:
+            return
+        if offset == 0 and end is None:
+            # No Range: S3 answers 416 to "bytes=0-" on an empty object.
+            resp = self._call(self.client.get_object, Key=key)
+        else:
+            rng = f"bytes={offset}-" if end is None else f"bytes={offset}-{end - 1}"
+            resp = self._call(self.client.get_object, Key=key, Range=rng)
         try:
             yield from resp["Body"].iter_chunks(CHUNK_SIZE)
         except BotoCoreError as exc:
@@ -341,6 +372,10 @@ class LocalBlobStore:
             raise ValueError(f"key escapes the blob root: {key!r}")
         return path
 
+    def write_stream(self, key: str, chunks: Iterator[bytes]) -> None:
+        """Write an object from a stream of chunks; readers never see a partial object."""
+        self._write_atomically(key, chunks)
+
     def _write_atomically(self, key: str, chunks: Iterator[bytes]) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -354,6 +389,9 @@ class LocalBlobStore:
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise StorageUnavailable(f"writing {key} failed: {exc}") from exc
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def put_file(self, key: str, fh: IO[bytes], *, size: int, sha256: str | None = None) -> None:
         self._write_atomically(key, iter(lambda: fh.read(CHUNK_SIZE), b""))
@@ -401,18 +439,23 @@ class LocalBlobStore:
             raise BlobMissing(src)
         self._write_atomically(dst, self.iter_chunks(src))
 
-    def sign(self, method: str, key: str, expires_at: int) -> str:
-        msg = f"{method}\n{key}\n{expires_at}".encode()
+    def sign(self, method: str, key: str, expires_at: int, size: str = "") -> str:
+        # The size is signed too: a client may not stretch a URL to write more bytes.
+        msg = f"{method}\n{key}\n{expires_at}\n{size}".encode()
         return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()
 
-    def verify_signature(self, method: str, key: str, expires_at: int, signature: str) -> bool:
+    def verify_signature(
+        self, method: str, key: str, expires_at: int, signature: str, size: str = ""
+    ) -> bool:
         if expires_at < time.time():
             return False
-        return hmac.compare_digest(self.sign(method, key, expires_at), signature)
+        return hmac.compare_digest(self.sign(method, key, expires_at, size), signature)
 
-    def _signed_url(self, method: str, key: str, expires: int, **extra: str) -> str:
+    def _signed_url(self, method: str, key: str, expires: int, size: str = "") -> str:
         expires_at = int(time.time()) + expires
-        query = {"exp": str(expires_at), "sig": self.sign(method, key, expires_at), **extra}
+        query = {"exp": str(expires_at), "sig": self.sign(method, key, expires_at, size)}
+        if size:
+            query["size"] = size
         return f"{self.base_url}/blobs/{key}?{urlencode(query)}"
 
     def presign_get(self, key: str, *, filename: str, expires: int) -> str | None:
@@ -420,7 +463,7 @@ class LocalBlobStore:
         return None
 
     def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> PresignedPut:
-        return PresignedPut(url=self._signed_url("PUT", key, expires, size=str(size)), headers={})
+        return PresignedPut(url=self._signed_url("PUT", key, expires, str(size)), headers={})
 
     def create_multipart(self, key: str) -> str:
         upload_id = hashlib.sha256(f"{key}{time.time_ns()}".encode()).hexdigest()[:32]

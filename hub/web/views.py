@@ -50,13 +50,17 @@ def signed_blob_put(request: HttpRequest, key: str) -> HttpResponse:
         expires_at = int(request.GET.get("exp", "0"))
     except ValueError:
         return HttpResponse(status=403)
-    if not store.verify_signature("PUT", key, expires_at, request.GET.get("sig", "")):
+    size = request.GET.get("size", "")
+    if not store.verify_signature("PUT", key, expires_at, request.GET.get("sig", ""), size):
         return HttpResponse("signature invalid or expired", status=403)
-    size = request.GET.get("size")
-    length = int(request.headers.get("Content-Length") or 0)
-    if size is not None and int(size) != length:
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        return HttpResponse("bad Content-Length", status=400)
+    # Multipart part URLs are not size-bound (parts vary); the commit checks the total.
+    if size and int(size) != length:
         return HttpResponse("Content-Length does not match the signed size", status=400)
-    store._write_atomically(key, iter(lambda: request.read(1024 * 1024), b""))
+    store.write_stream(key, iter(lambda: request.read(1024 * 1024), b""))
     response = HttpResponse(status=200)
     if key.startswith("multipart/"):
         response["ETag"] = store.part_etag(key)
