@@ -7,11 +7,13 @@ from typing import Any
 from workers.app import app
 from workers.handlers.manifest import read_manifest
 from workers.handlers.uploads import expire_uploads, finalize_upload
+from workers.handlers.validate import validate_version
 from workers.runner import Handler, run
 
 HANDLERS: dict[str, Handler] = {
     "manifest": read_manifest,
     "finalize_upload": finalize_upload,
+    "validate": validate_version,
 }
 
 
