@@ -156,6 +156,10 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 30, minimum=1)
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 300, minimum=5)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+#: Merge, compose and benchmark jobs one user may have queued or running at once.
+MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 4, minimum=1)
+#: Merges record a parity check (merged vs unmerged outputs) for bases up to this size.
+PARITY_MAX_BASE_BYTES = env_int("PARITY_MAX_BASE_BYTES", 2 * 1024**3, minimum=0)
 
 # --- Auth, API ------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.app import app
+from workers.handlers.derived import compose, merge_version
 from workers.handlers.manifest import read_manifest
 from workers.handlers.uploads import expire_uploads, finalize_upload
 from workers.handlers.validate import validate_version
@@ -14,6 +15,8 @@ HANDLERS: dict[str, Handler] = {
     "manifest": read_manifest,
     "finalize_upload": finalize_upload,
     "validate": validate_version,
+    "merge": merge_version,
+    "compose": compose,
 }
 
 

@@ -2,6 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from hub.api import views_accounts as accounts
+from hub.api import views_derived as derived
 from hub.api import views_repos as repos
 from hub.api import views_uploads as uploads
 from hub.api import views_versions as versions
@@ -24,6 +25,7 @@ urlpatterns = [
         name="org-member",
     ),
     path("jobs", accounts.JobListView.as_view(), name="jobs"),
+    path("compose", derived.ComposeView.as_view(), name="compose"),
     path("jobs/<uuid:job_id>", accounts.JobDetailView.as_view(), name="job"),
     path("uploads/<uuid:session_id>", uploads.UploadDetailView.as_view(), name="upload"),
     path(
@@ -49,6 +51,7 @@ urlpatterns = [
     re_path(
         rf"^repos/{NAME}/versions/{REV}/lineage$", versions.LineageView.as_view(), name="lineage"
     ),
+    re_path(rf"^repos/{NAME}/versions/{REV}/merge$", derived.MergeView.as_view(), name="merge"),
     re_path(rf"^repos/{NAME}/aliases$", versions.AliasListView.as_view(), name="aliases"),
     re_path(
         rf"^repos/{NAME}/aliases/(?P<alias>[A-Za-z0-9._-]+)$",

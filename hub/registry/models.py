@@ -107,6 +107,9 @@ class Version(models.Model):
     class Variant(models.TextChoices):
         NONE = "", "none"
         MERGED = "merged", "merged"
+        MERGED_F16 = "merged-f16", "merged (f16)"
+        MERGED_BF16 = "merged-bf16", "merged (bf16)"
+        MERGED_F32 = "merged-f32", "merged (f32)"
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()

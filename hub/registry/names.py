@@ -13,7 +13,8 @@ from hub.registry.errors import BadRequest
 # also a valid HF repo id.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
-_VERSION_LABEL_RE = re.compile(r"^v\d+(-[a-z]+)?$")
+# v3, or a derived snapshot of it: v3-merged, v3-merged-bf16.
+_VERSION_LABEL_RE = re.compile(r"^v\d+(-[a-z][a-z0-9]*)*$")
 _HEX40_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_PATH_LENGTH = 200
 

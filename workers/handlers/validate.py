@@ -13,6 +13,7 @@ from hub.registry.models import Blob, Version, VersionFile
 from hub.registry.selectors import version_files
 from hub.registry.services import IncomingFile, blob_ingest, version_set_status
 from workers.handlers.common import blob_reader, read_small
+from workers.handlers.derived import request_auto_merge
 from workers.runner import JobContext, UserError
 from workers.validate import WeightFile, validate_adapter
 
@@ -38,10 +39,8 @@ def validate_version(ctx: JobContext) -> dict[str, Any]:
         if f.path.endswith(".safetensors")
     ]
     base_id = base.repository.full_name if base is not None else None
-    ctx.log(
-        f"validating {len(weights)} weight file(s) against "
-        f"{base_id + '@' + base.label if base else 'no base'}"
-    )
+    target = f"{base_id}@{base.label}" if base is not None else "no base"
+    ctx.log(f"validating {len(weights)} weight file(s) against {target}")
     report = validate_adapter(
         config=read_small(config_file.blob),
         weights=weights,
@@ -52,6 +51,9 @@ def validate_version(ctx: JobContext) -> dict[str, Any]:
     if report.status == "valid":
         _serve_normalized_config(version, config_file, report.normalized_config_bytes(), result)
     version_set_status(version=version, status=report.status, report=result)
+    if report.status == "valid":
+        version.status = Version.Status.VALID
+        request_auto_merge(version)
     ctx.log(f"{report.status}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     return {
         "status": report.status,
