@@ -2,6 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from hub.api import views_accounts as accounts
+from hub.api import views_benchmarks as benchmarks
 from hub.api import views_derived as derived
 from hub.api import views_repos as repos
 from hub.api import views_uploads as uploads
@@ -26,6 +27,8 @@ urlpatterns = [
     ),
     path("jobs", accounts.JobListView.as_view(), name="jobs"),
     path("compose", derived.ComposeView.as_view(), name="compose"),
+    path("compare", benchmarks.CompareView.as_view(), name="compare"),
+    re_path(rf"^leaderboards/{NAME}$", benchmarks.LeaderboardView.as_view(), name="leaderboard"),
     path("jobs/<uuid:job_id>", accounts.JobDetailView.as_view(), name="job"),
     path("uploads/<uuid:session_id>", uploads.UploadDetailView.as_view(), name="upload"),
     path(
@@ -52,6 +55,16 @@ urlpatterns = [
         rf"^repos/{NAME}/versions/{REV}/lineage$", versions.LineageView.as_view(), name="lineage"
     ),
     re_path(rf"^repos/{NAME}/versions/{REV}/merge$", derived.MergeView.as_view(), name="merge"),
+    re_path(
+        rf"^repos/{NAME}/versions/{REV}/benchmarks$",
+        benchmarks.VersionBenchmarksView.as_view(),
+        name="benchmarks",
+    ),
+    re_path(
+        rf"^repos/{NAME}/versions/{REV}/benchmark$",
+        benchmarks.BenchmarkRequestView.as_view(),
+        name="benchmark",
+    ),
     re_path(rf"^repos/{NAME}/aliases$", versions.AliasListView.as_view(), name="aliases"),
     re_path(
         rf"^repos/{NAME}/aliases/(?P<alias>[A-Za-z0-9._-]+)$",

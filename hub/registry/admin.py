@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from hub.registry.models import (
     Alias,
+    BenchmarkResult,
     Blob,
     Job,
     LineageEdge,
@@ -74,3 +75,10 @@ class UploadSessionAdmin(admin.ModelAdmin):
     list_filter = ("state",)
     raw_id_fields = ("repository", "created_by", "version")
     inlines = [UploadFileInline]
+
+
+@admin.register(BenchmarkResult)
+class BenchmarkResultAdmin(admin.ModelAdmin):
+    list_display = ("version", "eval_set", "metric", "base_value", "adapter_value", "delta")
+    list_filter = ("metric",)
+    raw_id_fields = ("version", "eval_set", "base", "job")

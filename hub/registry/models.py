@@ -350,3 +350,43 @@ class UploadFile(models.Model):
     @property
     def needs_upload(self) -> bool:
         return bool(self.staging_key)
+
+
+class BenchmarkResult(models.Model):
+    """One adapter version measured against its base on one eval set. Immutable.
+
+    ``inputs_key`` names exactly what was measured (base revision, stack, eval set
+    version, benchmark code version), so running again on the same inputs reuses it.
+    """
+
+    class Metric(models.TextChoices):
+        PERPLEXITY = "perplexity", "perplexity (lower is better)"
+        EMBEDDING_DRIFT = "embedding_drift", "embedding similarity to base"
+        SPEARMAN = "spearman", "Spearman correlation (higher is better)"
+
+    version = models.ForeignKey(Version, on_delete=models.CASCADE, related_name="benchmarks")
+    eval_set = models.ForeignKey(
+        Version, on_delete=models.PROTECT, related_name="benchmarks_run_on"
+    )
+    base = models.ForeignKey(Version, on_delete=models.PROTECT, related_name="+")
+    inputs_key = models.CharField(max_length=64, unique=True)
+    metric = models.CharField(max_length=20, choices=Metric.choices)
+    base_value = models.FloatField()
+    adapter_value = models.FloatField()
+    #: adapter - base, in the metric's own units.
+    delta = models.FloatField()
+    #: Higher is better, whatever the metric: used to rank leaderboards and search.
+    score = models.FloatField()
+    device = models.CharField(max_length=200)
+    result = models.JSONField()
+    job = models.ForeignKey(
+        "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["base", "eval_set", "metric", "-score"])]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.version_id} on {self.eval_set_id}: {self.metric} {self.adapter_value:.4g}"
