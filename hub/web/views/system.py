@@ -1,36 +1,13 @@
-"""Server-rendered pages. Thin: every read goes through selectors."""
+"""Plumbing routes: health check, and the local backend's presigned PUT receiver."""
 
 from __future__ import annotations
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from hub.registry.access import Actor, repositories_visible_to
-from hub.registry.models import Repository
-from hub.registry.selectors import repositories_search
 from hub.registry.storage import LocalBlobStore, get_blob_store
-
-
-def actor_of(request: HttpRequest) -> Actor:
-    return Actor.of(request.user)
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    visible = repositories_visible_to(actor_of(request))
-    adapters = repositories_search(visible, kind=Repository.Kind.ADAPTER)
-    bases = repositories_search(visible, kind=Repository.Kind.BASE_MODEL)
-    return render(
-        request,
-        "web/home.html",
-        {
-            "recent": adapters.order_by("-updated_at")[:12],
-            "popular": adapters.order_by("-downloads")[:6],
-            "bases": bases.order_by("name")[:12],
-        },
-    )
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
