@@ -109,10 +109,10 @@ def parse_adapter_config(data: bytes) -> LoraConfig:
             f"adapter_config.json is {len(data)} bytes; the limit is {MAX_CONFIG_BYTES}.",
         )
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise AdapterConfigError(
-            "config_not_json", f"adapter_config.json is not valid JSON: {exc}"
+            "config_not_json", f"adapter_config.json is not valid JSON ({exc})."
         ) from exc
     if not isinstance(raw, dict):
         raise AdapterConfigError("config_not_json", "adapter_config.json must be a JSON object.")
@@ -171,6 +171,18 @@ def parse_adapter_config(data: bytes) -> LoraConfig:
     )
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity; JSON does not, and they would poison the report.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
 def _finite_number(value: Any) -> bool:
     """An int or float usable as a float: not bool, not NaN/inf, not an int too big for float."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -198,7 +210,7 @@ def _pattern_map(raw: dict[str, Any], key: str, *, positive_int: bool) -> dict[s
         except (re.error, RecursionError, OverflowError) as exc:
             # Deep nesting raises RecursionError and huge repeat counts OverflowError.
             raise AdapterConfigError(
-                f"bad_{key}", f"{key} key {pattern!r:.80} is not a valid regex: {exc}"
+                f"bad_{key}", f"{key} key {pattern!r:.80} is not a valid regex ({exc})."
             ) from exc
     return dict(value)
 
