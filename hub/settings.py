@@ -158,6 +158,12 @@ JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", 300, minimum=5)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 #: Merge, compose and benchmark jobs one user may have queued or running at once.
 MAX_ACTIVE_JOBS_PER_USER = env_int("MAX_ACTIVE_JOBS_PER_USER", 4, minimum=1)
+#: Where workers cache base models and adapters they have downloaded (by commit id).
+WORKER_CACHE_DIR = Path(env_str("WORKER_CACHE_DIR", str(DATA_DIR / "worker-cache"))).resolve()
+#: Benchmark budget: tokens scored per model and eval set, and the speed test's shape.
+BENCHMARK_MAX_TOKENS = env_int("BENCHMARK_MAX_TOKENS", 4096, minimum=64)
+BENCHMARK_SPEED_SEQ_LEN = env_int("BENCHMARK_SPEED_SEQ_LEN", 256, minimum=8)
+BENCHMARK_SPEED_REPEATS = env_int("BENCHMARK_SPEED_REPEATS", 5, minimum=1)
 #: Merges record a parity check (merged vs unmerged outputs) for bases up to this size.
 PARITY_MAX_BASE_BYTES = env_int("PARITY_MAX_BASE_BYTES", 2 * 1024**3, minimum=0)
 

@@ -101,6 +101,10 @@ def main() -> None:
         S3_ACCESS_KEY_ID="testing",
         S3_SECRET_ACCESS_KEY="testing",
         JOB_HEARTBEAT_SECONDS="2",
+        # Smaller benchmark budgets keep end-to-end benchmark jobs short on 2 cores.
+        BENCHMARK_MAX_TOKENS="1024",
+        BENCHMARK_SPEED_SEQ_LEN="32",
+        BENCHMARK_SPEED_REPEATS="2",
         HF_HUB_OFFLINE="0",
         HF_HUB_DISABLE_TELEMETRY="1",
         PYTHONDONTWRITEBYTECODE="1",

@@ -162,7 +162,8 @@ def _retry_or_fail(job: Job, ctx: JobContext, exc: Exception) -> str:
         job,
         Job.State.FAILED,
         ctx,
-        error_code="infrastructure_error",
+        # An infrastructure error may name itself (out_of_memory); the rest are generic.
+        error_code=getattr(exc, "code", "infrastructure_error"),
         error_message=(
             f"The job failed {job.attempts} times because of an error on our side "
             f"({reason}). The upload itself was not judged; an operator can retry it."

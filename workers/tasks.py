@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.app import app
+from workers.handlers.benchmark import benchmark_version
 from workers.handlers.derived import compose, merge_version
 from workers.handlers.manifest import read_manifest
 from workers.handlers.uploads import expire_uploads, finalize_upload
@@ -17,6 +18,7 @@ HANDLERS: dict[str, Handler] = {
     "validate": validate_version,
     "merge": merge_version,
     "compose": compose,
+    "benchmark": benchmark_version,
 }
 
 

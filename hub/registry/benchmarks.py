@@ -43,7 +43,9 @@ def eval_sets_for(version: Version) -> list[Version]:
     return list(found.values())
 
 
-def inputs_key(*, base: Version, stack: list[Version], eval_set: Version, code: str) -> str:
+def inputs_key(
+    *, base: Version, stack: list[Version], eval_set: Version, code: str, metric: str
+) -> str:
     """sha256 of exactly what a benchmark measures; equal keys mean a reusable result."""
     canonical = json.dumps(
         {
@@ -51,6 +53,7 @@ def inputs_key(*, base: Version, stack: list[Version], eval_set: Version, code: 
             "stack": [v.commit_id for v in stack],
             "eval_set": eval_set.commit_id,
             "code": code,
+            "metric": metric,
         },
         sort_keys=True,
     )
@@ -110,7 +113,9 @@ def benchmark_record(
     """Store one immutable result; the same inputs return the stored one."""
     base = adapter_base(version)
     assert base is not None
-    key = inputs_key(base=base, stack=stack_of(version), eval_set=eval_set, code=code)
+    key = inputs_key(
+        base=base, stack=stack_of(version), eval_set=eval_set, code=code, metric=metric
+    )
     existing = BenchmarkResult.objects.filter(inputs_key=key).first()
     if existing is not None:
         return existing

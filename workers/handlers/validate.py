@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 
+from hub.registry.benchmarks import benchmark_request
 from hub.registry.lineage import adapter_base
 from hub.registry.models import Blob, Version, VersionFile
 from hub.registry.selectors import version_files
@@ -54,6 +55,8 @@ def validate_version(ctx: JobContext) -> dict[str, Any]:
     if report.status == "valid":
         version.status = Version.Status.VALID
         request_auto_merge(version)
+        # Every valid version is measured on its (and its base's) eval sets, if any.
+        benchmark_request(actor=None, version=version)
     ctx.log(f"{report.status}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     return {
         "status": report.status,

@@ -177,8 +177,7 @@ def version_context(
         "snippets": snippets,
         "jobs": jobs,
         "training_params": (version.metadata or {}).get("training_params") or {},
-        # Benchmark results have no model yet; the include renders nothing without them.
-        "benchmarks": [],
+        "benchmarks": benchmark_charts(version, visible),
     }
 
 
@@ -237,3 +236,54 @@ def lineage(request: HttpRequest, namespace: str, name: str, revision: str) -> H
             "stack": stack,
         },
     )
+
+
+def benchmark_charts(version: Version, visible: QuerySet[Repository]) -> list[dict[str, Any]]:
+    """One bar chart per eval set and metric: the base, this version, and its best siblings."""
+    from hub.registry.benchmarks import LOWER_IS_BETTER, benchmarks_for, leaderboard
+
+    charts = []
+    for result in benchmarks_for(version):
+        if not visible.filter(pk=result.eval_set.repository_id).exists():
+            continue
+        siblings = [
+            r
+            for r in leaderboard(
+                visible=visible,
+                base_repository=result.base.repository,
+                eval_set=result.eval_set.repository,
+                metric=result.metric,
+                limit=6,
+            )
+            if r.version_id != version.pk and r.eval_set_id == result.eval_set_id
+        ][:4]
+        entries: list[tuple[str, float, str]] = [
+            (f"base ({result.base.repository.full_name})", result.base_value, "base"),
+            (f"{version.repository.full_name} {version.label}", result.adapter_value, "this"),
+        ]
+        entries += [
+            (f"{r.version.repository.full_name} {r.version.label}", r.adapter_value, "sibling")
+            for r in siblings
+        ]
+        top = max(abs(value) for _, value, _ in entries) or 1.0
+        rows = [
+            {
+                "label": label,
+                "value": value,
+                "kind": kind,
+                "width": round(100 * abs(value) / top, 1),
+            }
+            for label, value, kind in entries
+        ]
+        charts.append(
+            {
+                "eval_set": result.eval_set,
+                "metric": result.get_metric_display(),
+                "lower_is_better": result.metric in LOWER_IS_BETTER,
+                "delta": result.delta,
+                "device": result.device,
+                "rows": rows,
+                "speed": (result.result or {}).get("speed"),
+            }
+        )
+    return charts
