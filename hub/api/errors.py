@@ -38,6 +38,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if exc.status == 401:
             response["WWW-Authenticate"] = 'Bearer realm="strata"'
         return response
+    if isinstance(exc, RecursionError):
+        # json.loads raises RecursionError, not the ValueError DRF's JSONParser turns
+        # into a 400, for bodies nested a few thousand levels deep (it used to be a 500).
+        return error_response(
+            "malformed_request", "The request body nests too deeply.", status.HTTP_400_BAD_REQUEST
+        )
     if isinstance(exc, StorageUnavailable | DatabaseError):
         # Ours, not the caller's: say so and invite a retry.
         response = error_response(

@@ -67,15 +67,25 @@ class VersionListView(APIView):
         # Check access before reading a byte of the body.
         repo = repository_for(actor, namespace, name, need=Role.WRITE)
         request._request.upload_handlers = [HashingUploadHandler(request._request)]
-        meta = json_field(request.data.get("metadata"), what="metadata")
+        form = request.data
+        require_whole_body(request)
+        meta = json_field(form.get("metadata"), what="metadata")
         declared = meta.get("files") or {}
         if not isinstance(declared, dict):
             raise BadRequest("invalid_metadata", "files must map paths to {sha256}.")
         incoming: list[services.IncomingFile] = []
-        for path, uploaded in request.FILES.items():
+        for path, parts in request.FILES.lists():
+            # .items() kept only the last of repeated parts; a repeated path is an error.
+            if len(parts) > 1:
+                raise BadRequest("duplicate_path", f"{path} is sent more than once.")
+            uploaded = parts[0]
             check_file_path(path)
             sha = uploaded.sha256
-            claimed = (declared.get(path) or {}).get("sha256")
+            entry = declared.get(path) or {}
+            claimed = entry.get("sha256") if isinstance(entry, dict) else entry
+            if claimed is not None and not isinstance(claimed, str):
+                # A non-string here used to raise AttributeError (a 500).
+                raise BadRequest("invalid_metadata", f"files[{path!r}] must be {{sha256: hex}}.")
             services.check_sha256(claimed, sha, path=path)
             incoming.append(services.IncomingFile(path, uploaded.size or 0, sha, uploaded.file))
         if not incoming:
@@ -85,14 +95,42 @@ class VersionListView(APIView):
         return Response(version_payload(actor, published.version), status=code)
 
 
+def require_whole_body(request: Request) -> None:
+    """Refuse a request body that ended before its Content-Length (the client went away).
+
+    Django's multipart parser drops a file whose closing boundary never came but keeps
+    the parts before it, so a push cut off mid-upload used to publish the files that had
+    arrived as a version. Django's ``LimitedStream`` counts the bytes actually received.
+    """
+    stream = getattr(request._request, "_stream", None)
+    received, expected = getattr(stream, "_pos", None), getattr(stream, "limit", None)
+    if isinstance(received, int) and isinstance(expected, int) and received < expected:
+        raise BadRequest(
+            "upload_incomplete",
+            f"The request body ended after {received} of {expected} bytes; nothing was saved.",
+        )
+
+
 def publish_files(
     actor: Actor, repo: Repository, incoming: list[services.IncomingFile], meta: dict[str, Any]
 ) -> services.Published:
     """Store blobs (outside any transaction), then publish the version atomically."""
+    services.check_json_limits(meta, what="metadata")
     spec = spec_from_metadata(meta)
     message = meta.get("message") or ""
     if not isinstance(message, str):
         raise BadRequest("invalid_metadata", "message must be a string.")
+    metadata = stored_metadata(meta)
+    # Every check first: a push refused for its files, metadata or references must not
+    # leave blobs behind (they used to be stored before the lineage was resolved).
+    services.version_check(
+        actor=actor,
+        repository=repo,
+        paths=[f.path for f in incoming],
+        spec=spec,
+        message=message,
+        metadata=metadata,
+    )
     blobs = [(f.path, services.blob_ingest(f)) for f in incoming]
     return services.version_publish(
         actor=actor,
@@ -100,7 +138,7 @@ def publish_files(
         files=blobs,
         spec=spec,
         message=message,
-        metadata=stored_metadata(meta),
+        metadata=metadata,
     )
 
 

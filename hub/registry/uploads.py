@@ -31,7 +31,13 @@ from hub.registry.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from hub.registry.lineage import spec_from_metadata, stored_metadata
 from hub.registry.models import Blob, Job, UploadFile, UploadSession, Version, VersionFile
 from hub.registry.names import check_file_path
-from hub.registry.storage import UploadedPart, blob_key, get_blob_store
+from hub.registry.storage import (
+    BlobMissing,
+    UploadedPart,
+    UploadRejected,
+    blob_key,
+    get_blob_store,
+)
 
 #: Objects up to this size are hashed inside the commit request; larger ones by a job.
 SYNC_VERIFY_BYTES = 64 * 1024 * 1024
@@ -87,6 +93,9 @@ def upload_start(
     """Open a session and return upload instructions for each declared file."""
     check_role(actor, repository, Role.WRITE)
     _check_declared(files)
+    # Refuse an incomplete file set (e.g. an adapter without adapter_config.json) now,
+    # before any byte is sent, rather than after the blobs were promoted at commit.
+    services._check_file_set(repository.kind, [f.path for f in files])
     assert actor.user is not None
     known = blobs_known_to(actor, [f.sha256 for f in files])
     store = get_blob_store()
@@ -170,9 +179,17 @@ def upload_commit(
     if session.expires_at < timezone.now():
         raise Conflict("upload_expired", "This upload session has expired; start a new one.")
     services.check_json_limits(metadata, what="metadata")
-    # Check lineage references now, so a bad reference fails this request, not a job.
-    spec = spec_from_metadata(metadata)
-    services.lineage_check(actor, session.repository, spec)
+    # Check everything version_publish will check (references, message, training
+    # params) now, so bad metadata fails this request, not a job, and no blob is
+    # promoted for a version that cannot be published.
+    services.version_check(
+        actor=actor,
+        repository=session.repository,
+        paths=list(session.files.values_list("path", flat=True)),
+        spec=spec_from_metadata(metadata),
+        message=str(metadata.get("message") or ""),
+        metadata=stored_metadata(metadata),
+    )
 
     store = get_blob_store()
     pending: list[UploadFile] = []
@@ -187,7 +204,7 @@ def upload_commit(
                 )
             try:
                 store.complete_multipart(row.staging_key, row.multipart_upload_id, given)
-            except services.BlobMissing as exc:
+            except (BlobMissing, UploadRejected) as exc:
                 raise BadRequest(
                     "upload_incomplete", f"{row.path}: a part is missing or its ETag is wrong."
                 ) from exc
