@@ -27,10 +27,14 @@ JOB_QUEUES: dict[str, str] = {
 
 
 def _send(job_id: str, queue: str, countdown: float = 0) -> None:
-    from workers.tasks import run_job
+    # By name, through the app alone: importing workers.tasks would pull torch and the
+    # compute core into every web process (+200 MB), and the web role has no torch.
+    from workers.app import app
 
     try:
-        result = run_job.apply_async(args=(job_id,), queue=queue, countdown=countdown)
+        result = app.send_task(
+            "workers.tasks.run_job", args=(job_id,), queue=queue, countdown=countdown
+        )
     except Exception:
         log.exception("could not enqueue job %s; the reconciler will resend it", job_id)
         return

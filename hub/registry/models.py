@@ -150,7 +150,13 @@ class Version(models.Model):
 class VersionFile(models.Model):
     version = models.ForeignKey(Version, on_delete=models.CASCADE, related_name="files")
     path = models.CharField(max_length=255)
+    #: The bytes clients receive.
     blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="version_files")
+    #: The bytes that were pushed, when the hub serves a normalized form instead (an
+    #: adapter_config.json naming the hub's base); None when they are the same.
+    uploaded_blob = models.ForeignKey(
+        Blob, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         constraints = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -173,42 +172,11 @@ def blob_ingest(incoming: IncomingFile) -> Blob:
     if existing is not None and store.head(key) is not None:
         return existing
     incoming.fileobj.seek(0)
-    if not _put_spooled_file(store, key, incoming):
-        store.put_file(key, incoming.fileobj, size=incoming.size, sha256=incoming.sha256)
+    store.put_file(key, incoming.fileobj, size=incoming.size, sha256=incoming.sha256)
     blob, _ = Blob.objects.get_or_create(
         sha256=incoming.sha256, defaults={"size": incoming.size, "storage_key": key}
     )
     return blob
-
-
-def _put_spooled_file(store: Any, key: str, incoming: IncomingFile) -> bool:
-    """Upload a large file that sits on disk by its path, with bounded memory.
-
-    ``S3BlobStore.put_file`` hands the open file to boto3's ``upload_fileobj``, which
-    reads whole parts into memory (up to 10 parts of 64 MiB in flight): storing 1 GiB
-    peaked at ~770 MB RSS. ``upload_file`` on the path streams each part from disk
-    instead (~60 MB). Belongs in ``storage.S3BlobStore.put_file``; returns False (and
-    does nothing) when it does not apply, so ``put_file`` stores the file as before.
-    """
-    from hub.registry.storage import S3BlobStore, StorageUnavailable
-
-    path = getattr(incoming.fileobj, "name", None)  # Django's temp upload file, flushed
-    if (
-        not isinstance(store, S3BlobStore)
-        or not isinstance(path, str)
-        or incoming.size < store.transfer_config.multipart_threshold
-        or not os.path.isfile(path)
-        or os.path.getsize(path) != incoming.size
-    ):
-        return False
-    from boto3.exceptions import S3UploadFailedError
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        store.client.upload_file(path, store.bucket, key, Config=store.transfer_config)
-    except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
-        raise StorageUnavailable(f"S3 upload failed: {exc}") from exc
-    return True
 
 
 # --- Versions --------------------------------------------------------------------------
@@ -362,8 +330,16 @@ def _commit_id(
 def _same_content(
     version: Version, files: Sequence[tuple[str, Blob]], resolved: ResolvedLineage
 ) -> bool:
-    current = set(version.files.values_list("path", "blob_id"))
-    if current != {(p, b.sha256) for p, b in files}:
+    # A file is unchanged if it equals what was pushed or the normalized form the hub
+    # serves instead (a client may send either back).
+    current = {
+        path: {served, uploaded}
+        for path, served, uploaded in version.files.values_list(
+            "path", "blob_id", "uploaded_blob_id"
+        )
+    }
+    pushed = {p: b.sha256 for p, b in files}
+    if current.keys() != pushed.keys() or any(pushed[p] not in current[p] for p in pushed):
         return False
     # Every declared edge counts, external dataset URIs included: a push that names
     # another dataset is not a repeat (it used to be answered "unchanged" and dropped).

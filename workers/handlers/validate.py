@@ -85,4 +85,6 @@ def _serve_normalized_config(
         IncomingFile("adapter_config.json", len(normalized), sha, io.BytesIO(normalized))
     )
     with transaction.atomic():
-        VersionFile.objects.filter(pk=config_file.pk).update(blob=blob)
+        VersionFile.objects.filter(pk=config_file.pk).update(
+            blob=blob, uploaded_blob=config_file.blob
+        )
