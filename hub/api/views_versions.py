@@ -183,7 +183,7 @@ class FileDownloadView(APIView):
         repo = repository_for(actor, namespace, name)
         version = version_for(actor, repo, revision)
         vf = version_file(version, path)
-        if request.method == "GET" and not request.headers.get("Range"):
+        if not request.headers.get("Range") and services.is_payload_file(repo, path):
             services.download_record(version)
         return blob_response(
             request._request,

@@ -19,7 +19,6 @@ from hub.registry.selectors import version_for
 from hub.registry.serving import blob_response
 
 #: Files a dataset download is not counted for.
-NOT_DATA = frozenset({"README.md", ".gitattributes"})
 
 
 def counts_as_download(request: HttpRequest, repository: Repository, path: str) -> bool:
@@ -30,10 +29,7 @@ def counts_as_download(request: HttpRequest, repository: Repository, path: str) 
     HEAD counts, and so does a plain unflagged, unranged GET (curl, a browser); the flagged
     GET that follows a flagged HEAD does not count twice.
     """
-    if repository.kind == Repository.Kind.DATASET:
-        if path in NOT_DATA:
-            return False
-    elif not path.endswith(".safetensors"):
+    if not services.is_payload_file(repository, path):
         return False
     flagged = "X-HF-Download-Counter" in request.headers
     if request.method == "HEAD":

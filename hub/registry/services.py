@@ -541,6 +541,14 @@ def alias_delete(*, actor: Actor, repository: Repository, name: str) -> None:
         raise NotFound("alias_not_found", f"{repository.full_name} has no alias {name!r}.")
 
 
+def is_payload_file(repository: Repository, path: str) -> bool:
+    """Whether fetching ``path`` counts as a download: weights, or a dataset's data files
+    (configs, tokenizers and cards ride along with every download and would count twice)."""
+    if repository.kind == Repository.Kind.DATASET:
+        return path.endswith((".jsonl", ".txt", ".parquet"))
+    return path.endswith(".safetensors")
+
+
 def download_record(version: Version) -> None:
     """Count one download of a version (and of its repository)."""
     # One transaction whose commit does not wait for the WAL flush: every download used

@@ -638,6 +638,8 @@ def test_a_download_redirects_to_s3_and_serves_the_right_bytes_by_number_commit_
         assert served.content == weights
         assert "adapter_model.safetensors" in served.headers["Content-Disposition"]
 
+    # Files that ride along with every download (the config) do not count again.
+    APIClient().get(f"{API}/repos/{repo}/versions/v1/files/adapter_config.json")
     assert Version.objects.get(commit_id=v1["commit_id"]).downloads == 4
     assert Repository.objects.get(name="my-lora").downloads == 4
     assert alice.get(f"{API}/repos/{repo}/versions/v1").json()["downloads"] == 4
