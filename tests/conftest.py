@@ -112,3 +112,19 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, interval: flo
     log = Path(settings.DATA_DIR) / "worker.log"
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no worker log)"
     pytest.fail(f"condition not met within {timeout}s; worker log tail:\n{tail}")
+
+
+@pytest.fixture(autouse=True)
+def _drain_worker_jobs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the real worker, let its jobs finish before the database is
+    flushed: a job still writing while the flush truncates tables deadlocks PostgreSQL."""
+    yield
+    if "celery_worker" not in request.fixturenames:
+        return
+    from hub.registry.models import Job
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not Job.objects.filter(state__in=[Job.State.QUEUED, Job.State.RUNNING]).exists():
+            return
+        time.sleep(0.25)

@@ -78,10 +78,16 @@ class RepositorySerializer(serializers.ModelSerializer[Repository]):
 class FileSerializer(serializers.ModelSerializer[VersionFile]):
     sha256 = serializers.CharField(source="blob.sha256")
     size = serializers.IntegerField(source="blob.size")
+    uploaded_sha256 = serializers.CharField(
+        source="uploaded_blob_id",
+        allow_null=True,
+        help_text="The pushed bytes' sha256 when the hub serves a normalized form (an "
+        "adapter_config.json naming the hub's base); null when they are what is served.",
+    )
 
     class Meta:
         model = VersionFile
-        fields = ["path", "size", "sha256"]
+        fields = ["path", "size", "sha256", "uploaded_sha256"]
 
 
 class EdgeSerializer(serializers.ModelSerializer[LineageEdge]):

@@ -183,7 +183,12 @@ class FileDownloadView(APIView):
         repo = repository_for(actor, namespace, name)
         version = version_for(actor, repo, revision)
         vf = version_file(version, path)
-        if not request.headers.get("Range") and services.is_payload_file(repo, path):
+        # A whole GET of a payload file counts; HEAD and ranged reads (resumes) do not.
+        if (
+            request.method == "GET"
+            and not request.headers.get("Range")
+            and services.is_payload_file(repo, path)
+        ):
             services.download_record(version)
         return blob_response(
             request._request,

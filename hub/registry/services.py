@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -420,6 +421,8 @@ def version_publish(
     )
     if resolved.base is not None:
         metadata = {**metadata, "base_revision": resolved.base.label}
+    # Storage I/O (a few KB) before the transaction, never inside it.
+    served = _served_blobs(repository, files, resolved.base)
 
     with transaction.atomic():
         locked = Repository.objects.select_for_update().get(pk=repository.pk)
@@ -445,7 +448,7 @@ def version_publish(
             ),
             message=message,
             metadata=metadata,
-            total_size=sum(blob.size for _, blob in files),
+            total_size=sum(served.get(path, blob).size for path, blob in files),
             created_by=actor.user,
             # Datasets carry no weights to check: they are usable once published.
             status=Version.Status.VALID
@@ -453,7 +456,13 @@ def version_publish(
             else Version.Status.PENDING,
         )
         VersionFile.objects.bulk_create(
-            VersionFile(version=version, path=path, blob=blob) for path, blob in files
+            VersionFile(
+                version=version,
+                path=path,
+                blob=served.get(path, blob),
+                uploaded_blob=blob if path in served else None,
+            )
+            for path, blob in files
         )
         LineageEdge.objects.bulk_create(
             LineageEdge(child=version, kind=k, position=pos, parent=v, external_uri=uri)
@@ -539,6 +548,36 @@ def alias_delete(*, actor: Actor, repository: Repository, name: str) -> None:
     deleted, _ = Alias.objects.filter(repository=repository, name=name).delete()
     if not deleted:
         raise NotFound("alias_not_found", f"{repository.full_name} has no alias {name!r}.")
+
+
+def _served_blobs(
+    repository: Repository, files: Sequence[tuple[str, Blob]], base: Version | None
+) -> dict[str, Blob]:
+    """Files the hub serves in a normalized form: path -> the blob to serve.
+
+    Uploaded adapter configs often name a local path (``/kaggle/input/...``) or nothing
+    as ``base_model_name_or_path``, which sends vLLM's resolver and PEFT after the wrong
+    base. The hub serves a copy naming its own base id from the moment the version
+    appears (so listed hashes never change); the pushed bytes stay recorded.
+    """
+    if repository.kind != Repository.Kind.ADAPTER or base is None:
+        return {}
+    pushed = dict(files).get("adapter_config.json")
+    if pushed is None or pushed.size > 256 * 1024:
+        return {}
+    try:
+        config = json.loads(get_blob_store().read_range(pushed.storage_key, 0, pushed.size))
+    except (ValueError, RecursionError, BlobMissing):
+        return {}  # validation reports a broken or missing config; serve it as pushed
+    base_id = base.repository.full_name
+    if not isinstance(config, dict) or config.get("base_model_name_or_path") == base_id:
+        return {}
+    data = (
+        json.dumps({**config, "base_model_name_or_path": base_id}, indent=2, sort_keys=True) + "\n"
+    ).encode()
+    sha = hashlib.sha256(data).hexdigest()
+    blob = blob_ingest(IncomingFile("adapter_config.json", len(data), sha, io.BytesIO(data)))
+    return {"adapter_config.json": blob}
 
 
 def is_payload_file(repository: Repository, path: str) -> bool:

@@ -113,7 +113,7 @@ def base(alice: APIClient) -> str:
 
 def test_a_multipart_push_publishes_v1_with_each_files_size_and_sha256(alice, base):
     repo = create_repo(alice, "my-lora", "adapter", license="mit")
-    files = adapter_files()
+    files = adapter_files(base=base)
     body = pushed(alice, repo, files, {"base_model": base, "message": "first cut"})
 
     assert body["label"] == "v1"
@@ -121,14 +121,31 @@ def test_a_multipart_push_publishes_v1_with_each_files_size_and_sha256(alice, ba
     assert body["status"] == "pending"
     assert body["message"] == "first cut"
     assert len(body["commit_id"]) == 40
-    assert sorted(body["files"], key=lambda f: f["path"]) == [
-        {"path": p, "size": len(b), "sha256": sha(b)} for p, b in sorted(files.items())
+    expected = [
+        {"path": p, "size": len(b), "sha256": sha(b), "uploaded_sha256": None}
+        for p, b in sorted(files.items())
     ]
+    assert sorted(body["files"], key=lambda f: f["path"]) == expected
     assert [j["kind"] for j in body["jobs"]] == ["validate"]
     listed = alice.get(f"{API}/repos/{repo}/versions/v1/files").json()
-    assert listed == [
-        {"path": p, "size": len(b), "sha256": sha(b)} for p, b in sorted(files.items())
-    ]
+    assert listed == expected
+
+
+def test_a_config_naming_a_local_base_is_served_naming_the_hubs_base(alice, base):
+    repo = create_repo(alice, "my-lora", "adapter")
+    files = adapter_files(base="/kaggle/input/llama-local-copy")
+    pushed(alice, repo, files, {"base_model": base})
+
+    listed = {f["path"]: f for f in alice.get(f"{API}/repos/{repo}/versions/v1/files").json()}
+    config = listed["adapter_config.json"]
+    assert config["uploaded_sha256"] == sha(files["adapter_config.json"])
+    location = alice.get(f"{API}/repos/{repo}/versions/v1/files/adapter_config.json")["Location"]
+    served = requests.get(location, timeout=30).content
+    assert sha(served) == config["sha256"]
+    assert json.loads(served)["base_model_name_or_path"] == base
+    # Pushing the original folder again is recognised as the same version.
+    again = alice.post(f"{API}/repos/{repo}/versions", multipart(files, {"base_model": base}))
+    assert again.status_code == 200, again.content
 
 
 def test_version_numbers_increase_by_one_per_push(alice):
@@ -211,17 +228,19 @@ def test_a_large_pushed_file_goes_to_s3_from_its_spool_file_by_path(alice, monke
         real_upload_file(filename, bucket, key, **kwargs)
 
     def no_fileobj(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("large files must not go through put_file/upload_fileobj")
+        raise AssertionError("a spooled file must not go through upload_fileobj")
 
     monkeypatch.setattr(store.client, "upload_file", upload_file)
-    monkeypatch.setattr(S3BlobStore, "put_file", no_fileobj)
+    monkeypatch.setattr(store.client, "upload_fileobj", no_fileobj)
     repo = create_repo(alice, "corpus", "dataset")
     big = hashlib.sha256(b"big").digest() * (6 * mib // 32)
 
     body = pushed(alice, repo, {"train.jsonl": big})
 
     assert [key for _, key in by_path] == [blob_key(sha(big))]
-    assert body["files"] == [{"path": "train.jsonl", "size": len(big), "sha256": sha(big)}]
+    assert body["files"] == [
+        {"path": "train.jsonl", "size": len(big), "sha256": sha(big), "uploaded_sha256": None}
+    ]
     location = alice.get(f"{API}/repos/{repo}/versions/v1/files/train.jsonl")["Location"]
     assert sha(requests.get(location, timeout=60).content) == sha(big)
 

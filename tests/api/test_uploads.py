@@ -136,7 +136,7 @@ def base(alice: APIClient) -> str:
 
 def test_a_presigned_put_and_a_commit_publish_a_version(alice, base):
     repo = create_repo(alice, "my-lora", "adapter")
-    files = adapter_files()
+    files = adapter_files(base=base)
     session = started(alice, repo, files)
     assert session["state"] == "open"
     assert {f["path"] for f in session["files"]} == set(files)
@@ -194,7 +194,7 @@ def test_a_large_file_goes_up_in_multipart_parts_of_at_least_5_mib(alice, settin
 
 def test_files_the_hub_already_has_are_not_sent_again(alice, base):
     repo = create_repo(alice, "my-lora", "adapter")
-    files = adapter_files()
+    files = adapter_files(base=base)
     assert upload(alice, repo, files, {"base_model": base}).status_code == 201
     changed = {**files, "README.md": b"# now with a card\n"}
 

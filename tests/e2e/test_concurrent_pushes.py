@@ -66,7 +66,9 @@ def test_twenty_concurrent_pushes_get_distinct_consecutive_numbers(hub):
     services.version_set_status(version=Version.objects.get(number=1), status="valid")
     repo = create_repo(hub, "busy-lora", "adapter")
     card = f"# shared card {uuid.uuid4()}\n".encode()  # the same bytes in every push
-    payloads = [{**adapter_files(seed=100 + i), "README.md": card} for i in range(PUSHES)]
+    payloads = [
+        {**adapter_files(seed=100 + i, base=base), "README.md": card} for i in range(PUSHES)
+    ]
     start = threading.Barrier(PUSHES)
     pushing = threading.Event()
     partial_sightings: list[Any] = []

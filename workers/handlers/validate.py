@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 from typing import Any
-
-from django.db import transaction
 
 from hub.registry.benchmarks import benchmark_request
 from hub.registry.lineage import adapter_base
-from hub.registry.models import Blob, Version, VersionFile
+from hub.registry.models import Version
 from hub.registry.selectors import version_files
-from hub.registry.services import IncomingFile, blob_ingest, version_set_status
+from hub.registry.services import version_set_status
 from workers.handlers.common import blob_reader, read_small
 from workers.handlers.derived import request_auto_merge
 from workers.runner import JobContext, UserError
@@ -43,14 +39,14 @@ def validate_version(ctx: JobContext) -> dict[str, Any]:
     target = f"{base_id}@{base.label}" if base is not None else "no base"
     ctx.log(f"validating {len(weights)} weight file(s) against {target}")
     report = validate_adapter(
-        config=read_small(config_file.blob),
+        # The pushed config, not the normalized copy the hub serves, so the report
+        # records what the uploader's config really said about its base.
+        config=read_small(config_file.uploaded_blob or config_file.blob),
         weights=weights,
         base_manifest=base.manifest if base is not None else None,
         base_id=base_id,
     )
     result = report.to_json()
-    if report.status == "valid":
-        _serve_normalized_config(version, config_file, report.normalized_config_bytes(), result)
     version_set_status(version=version, status=report.status, report=result)
     if report.status == "valid":
         version.status = Version.Status.VALID
@@ -64,27 +60,3 @@ def validate_version(ctx: JobContext) -> dict[str, Any]:
         "warnings": len(report.warnings),
         "codes": sorted(report.codes()),
     }
-
-
-def _serve_normalized_config(
-    version: Version, config_file: VersionFile, normalized: bytes | None, result: dict[str, Any]
-) -> None:
-    """Serve an adapter_config.json whose base_model_name_or_path is the hub's base id.
-
-    Uploaded configs often name a local path (``/kaggle/input/...``) or nothing, which
-    sends vLLM's resolver and PEFT looking for the wrong base. The original stays a
-    blob of its own and is recorded in the report.
-    """
-    if normalized is None:
-        return
-    sha = hashlib.sha256(normalized).hexdigest()
-    result["original_config"] = {"sha256": config_file.blob.sha256}
-    if sha == config_file.blob.sha256:
-        return
-    blob: Blob = blob_ingest(
-        IncomingFile("adapter_config.json", len(normalized), sha, io.BytesIO(normalized))
-    )
-    with transaction.atomic():
-        VersionFile.objects.filter(pk=config_file.pk).update(
-            blob=blob, uploaded_blob=config_file.blob
-        )
