@@ -27,6 +27,8 @@ SORTS = {
     "downloads": ("-downloads", "-id"),
     "recent": ("-updated_at", "-id"),
     "name": ("name", "id"),
+    # Best benchmark score on ?eval_set= (and ?metric=); see benchmarks.with_best_score.
+    "score": ("-best_score", "-id"),
 }
 
 
@@ -53,6 +55,10 @@ class RepositoryListView(APIView):
             OpenApiParameter("status", str, description="Status of the main version."),
             OpenApiParameter("q", str, description="Text search over name and description."),
             OpenApiParameter("sort", str, enum=list(SORTS)),
+            OpenApiParameter(
+                "eval_set", str, description="With sort=score: the dataset id, namespace/name."
+            ),
+            OpenApiParameter("metric", str, description="With sort=score: the metric."),
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],
@@ -70,9 +76,29 @@ class RepositoryListView(APIView):
             status=params.get("status"),
             query=params.get("q"),
         )
+        if params.get("sort") == "score":
+            repos = self._by_score(request, repos)
         paginator = RepositoryCursor()
         page = paginator.paginate_queryset(repos, request, view=self)
         return paginator.get_paginated_response(RepositorySerializer(page, many=True).data)
+
+    def _by_score(self, request: Request, repos: Any) -> Any:
+        from hub.registry.benchmarks import with_best_score
+        from hub.registry.models import BenchmarkResult
+
+        eval_set = request.query_params.get("eval_set")
+        if not eval_set or "/" not in eval_set:
+            raise BadRequest(
+                "eval_set_required", "sort=score needs eval_set=namespace/name (a dataset)."
+            )
+        namespace, _, name = eval_set.partition("/")
+        dataset = repository_for(actor_of(request), namespace, name)
+        metric = request.query_params.get("metric")
+        if metric and metric not in BenchmarkResult.Metric.values:
+            raise BadRequest(
+                "invalid_metric", f"metric must be one of {BenchmarkResult.Metric.values}."
+            )
+        return with_best_score(repos, eval_set=dataset, metric=metric)
 
     @extend_schema(request=RepositoryCreateSerializer, responses={201: RepositorySerializer})
     def post(self, request: Request) -> Response:

@@ -169,3 +169,35 @@ def leaderboard(
     return results.select_related(
         "version__repository__namespace", "eval_set__repository__namespace", "base"
     ).order_by("eval_set_id", "metric", "-score")[:limit]
+
+
+def with_best_score(
+    repos: QuerySet[Repository], *, eval_set: Repository, metric: str | None = None
+) -> QuerySet[Repository]:
+    """Repositories annotated with their best valid version's score on ``eval_set``.
+
+    Only benchmarked repositories remain. Without ``metric``, the metric most results on
+    that eval set use is taken, since scores of different metrics do not compare.
+    """
+    from django.db.models import Count, OuterRef, Subquery
+
+    if metric is None:
+        common = (
+            BenchmarkResult.objects.filter(eval_set__repository=eval_set)
+            .values("metric")
+            .annotate(n=Count("id"))
+            .order_by("-n", "metric")
+            .first()
+        )
+        metric = common["metric"] if common else BenchmarkResult.Metric.PERPLEXITY
+    best = (
+        BenchmarkResult.objects.filter(
+            version__repository=OuterRef("pk"),
+            version__status=Version.Status.VALID,
+            eval_set__repository=eval_set,
+            metric=metric,
+        )
+        .order_by("-score")
+        .values("score")[:1]
+    )
+    return repos.annotate(best_score=Subquery(best)).filter(best_score__isnull=False)

@@ -186,7 +186,7 @@ def test_python_api(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (path / "train.jsonl").read_bytes() == data
     assert strata.snapshot("alice/api-data@v1") == path
     assert strata.files("alice/api-data@v1") == [
-        {"path": "train.jsonl", "size": len(data), "sha256": _sha(data)}
+        {"path": "train.jsonl", "size": len(data), "sha256": _sha(data), "uploaded_sha256": None}
     ]
     assert strata.whoami()["username"] == "alice"
     assert [r["id"] for r in strata.list_repos(owner="alice")] == ["alice/api-data"]

@@ -108,3 +108,58 @@ def test_a_stack_merges_once_and_matches_peft(live_server, celery_worker, tmp_pa
         ).json()
     }
     assert {"model.safetensors", "config.json"} <= files
+
+
+def test_composing_a_stack_publishes_a_validated_adapter_with_its_recipe(
+    live_server, celery_worker, tmp_path
+):
+    base_dir = make_llama(tmp_path / "base")
+    first = make_lora(base_dir, tmp_path / "a1", seed=1, target_modules=["q_proj", "v_proj"])
+    second = make_lora(base_dir, tmp_path / "a2", seed=2, target_modules=["q_proj"], r=2)
+    auth = {"Authorization": f"Bearer {make_token(make_user('erin'))}"}
+    api = f"{live_server.url}/api/v1"
+    for name, kind in (
+        ("llama", "base_model"),
+        ("first", "adapter"),
+        ("second", "adapter"),
+        ("both", "adapter"),
+    ):
+        response = requests.post(
+            f"{api}/repos", json={"name": name, "kind": kind}, headers=auth, timeout=30
+        )
+        assert response.status_code == 201
+    base = push(api, auth, "erin/llama", folder(base_dir))
+    wait_for(lambda: settled(base["jobs"][0]["id"]))
+    for name, path in (("first", first), ("second", second)):
+        pushed = push(api, auth, f"erin/{name}", folder(path), base_model="erin/llama@v1")
+        assert wait_for(lambda p=pushed: settled(p["jobs"][0]["id"])).state == "succeeded"
+
+    asked = requests.post(
+        f"{api}/compose",
+        json={
+            "inputs": [{"repo": "erin/first", "revision": "v1"}, {"repo": "erin/second"}],
+            "method": "exact",
+            "target": "erin/both",
+        },
+        headers=auth,
+        timeout=30,
+    )
+    assert asked.status_code == 202, asked.text
+    job = wait_for(lambda: settled(asked.json()["job"]["id"]), timeout=120)
+    assert job.state == "succeeded", (job.error_code, job.error_message)
+
+    composed = Version.objects.get(repository__name="both", number=1)
+    recipe = composed.metadata["recipe"]
+    assert recipe["method"] == "exact"
+    assert [i["repo"] for i in recipe["inputs"]] == ["erin/first", "erin/second"]
+    assert composed.metadata["compose"]["total_error"] == 0.0
+    edges = composed.parent_edges.filter(kind="composed_from").order_by("position")
+    assert [e.parent.repository.name for e in edges] == ["first", "second"]
+    # The composed adapter is validated like any upload, and its rank is the sum.
+    validation = wait_for(
+        lambda: Job.objects.filter(version=composed, kind="validate", state="succeeded").first()
+    )
+    composed.refresh_from_db()
+    assert validation is not None
+    assert composed.status == "valid", composed.report
+    assert composed.report["facts"]["max_rank"] == 4 + 2

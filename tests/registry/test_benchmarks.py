@@ -136,3 +136,16 @@ def test_an_invalid_version_is_never_benchmarked(hub):
     adapters[0].refresh_from_db()
     with pytest.raises(Exception, match="has not passed validation"):
         benchmarks.benchmark_request(actor=None, version=adapters[0])
+
+
+def test_search_sorts_by_a_chosen_benchmark_score(hub, api):
+    _, _, eval_v1, (good, better, secret) = hub
+    record(good, eval_v1, 24.0, 22.0)
+    record(better, eval_v1, 24.0, 18.0)
+    record(secret, eval_v1, 24.0, 10.0)
+    body = api().get("/api/v1/repos", {"sort": "score", "eval_set": "olga/evals"}).json()
+    # Lower perplexity is better; the private adapter stays hidden; unscored repos drop out.
+    assert [r["id"] for r in body["results"]] == ["olga/better", "olga/good"]
+    missing = api().get("/api/v1/repos", {"sort": "score"})
+    assert missing.status_code == 400
+    assert missing.json()["error"]["code"] == "eval_set_required"
