@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import free_port, reset_database, sha256_of, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -71,27 +73,6 @@ print(json.dumps({"token": token, "bucket": store.bucket, "key": blob.storage_ke
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback only
-            return
-        except OSError as exc:
-            if getattr(exc, "code", None):  # an HTTP error answer: it is up
-                return
-            time.sleep(0.2)
-    sys.exit(f"{what} did not start within {timeout:.0f}s")
-
-
 def write_data(path: Path, size_mb: int) -> str:
     """JSON lines of random text, ``size_mb`` MiB; returns the sha256."""
     digest = hashlib.sha256()
@@ -102,23 +83,6 @@ def write_data(path: Path, size_mb: int) -> str:
             line = b'{"text": "' + text + b'"}\n'
             fh.write(line)
             digest.update(line)
-    return digest.hexdigest()
-
-
-def reset_database(url: str) -> None:
-    import psycopg
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(8 * MB):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

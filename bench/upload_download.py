@@ -35,20 +35,21 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import drop_database, free_port, reset_database, sha256_of, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -73,44 +74,6 @@ print(json.dumps({"token": token_create(user=user, name="bench", scope="write").
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback only
-            return
-        except OSError as exc:
-            if getattr(exc, "code", None):  # an HTTP error answer: it is up
-                return
-            time.sleep(0.2)
-    sys.exit(f"{what} did not start within {timeout:.0f}s")
-
-
-def reset_database(url: str) -> None:
-    import psycopg
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def write_data(path: Path, size: int) -> str:
     """``size`` random bytes (incompressible, and different per file: no dedupe)."""
     digest = hashlib.sha256()
@@ -121,14 +84,6 @@ def write_data(path: Path, size: int) -> str:
             fh.write(chunk)
             digest.update(chunk)
             left -= len(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(8 * MIB):
-            digest.update(chunk)
     return digest.hexdigest()
 
 
