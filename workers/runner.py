@@ -22,7 +22,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.db.models import F
 from django.utils import timezone
 
@@ -145,7 +145,9 @@ def _retry_or_fail(job: Job, ctx: JobContext, exc: Exception) -> str:
     from hub.registry.jobs import job_retry_later
 
     log.exception("job %s attempt %s failed", job.pk, job.attempts)
-    close_old_connections()
+    if isinstance(exc, DatabaseError):
+        # The connection may be dead (a restarted server); get a fresh one to record this.
+        close_old_connections()
     reason = f"{type(exc).__name__}: {exc}"[:500]
     ctx.log(f"attempt {job.attempts} failed with an infrastructure error: {reason}")
     if job.attempts < job.max_attempts:

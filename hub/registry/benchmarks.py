@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from hub.registry.access import Actor
-from hub.registry.derived import _check_job_limit
+from hub.registry.derived import check_job_limit
 from hub.registry.errors import BadRequest
 from hub.registry.jobs import job_request
 from hub.registry.lineage import adapter_base, stack_of
@@ -87,7 +87,7 @@ def benchmark_request(
     user = actor.user if actor is not None else None
     with transaction.atomic():
         if user is not None:
-            _check_job_limit(user)
+            check_job_limit(user)
         job, _ = job_request(
             kind=Job.Kind.BENCHMARK,
             version=version,

@@ -47,7 +47,8 @@ def merge_key(version: Version, dtype: str | None) -> str:
     return f"merge:{base.commit_id if base else '-'}:{stack}:{dtype or 'base'}"
 
 
-def _check_job_limit(user: User | None) -> None:
+def check_job_limit(user: User | None) -> None:
+    """Refuse a request that would exceed the user's limit of active expensive jobs."""
     if user is None:
         return
     active = Job.objects.filter(
@@ -95,7 +96,7 @@ def merge_request(
         ).first()
         if existing is not None:
             return MergeOutcome(job=existing, merged=None)
-        _check_job_limit(user)
+        check_job_limit(user)
         job, _ = job_request(
             kind=Job.Kind.MERGE,
             version=version,
@@ -215,7 +216,7 @@ def compose_request(
     if target_repo.kind != Repository.Kind.ADAPTER:
         raise BadRequest("not_an_adapter", f"{target} is not an adapter repository.")
     with transaction.atomic():
-        _check_job_limit(actor.user)
+        check_job_limit(actor.user)
         job, _ = job_request(
             kind=Job.Kind.COMPOSE,
             version=versions[-1],
