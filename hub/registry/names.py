@@ -18,6 +18,29 @@ _VERSION_LABEL_RE = re.compile(r"^v\d+(-[a-z][a-z0-9]*)*$")
 _HEX40_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_PATH_LENGTH = 200
 
+#: Top-level paths of the hub's pages and APIs: a namespace with one of these names
+#: would have no reachable page at /{namespace}.
+RESERVED_NAMESPACES = frozenset(
+    {
+        "-",
+        "admin",
+        "api",
+        "blobs",
+        "datasets",
+        "healthz",
+        "hf",
+        "jobs",
+        "login",
+        "logout",
+        "models",
+        "new",
+        "search",
+        "settings",
+        "signup",
+        "static",
+    }
+)
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 _ALLOWED_EXACT = {
     "adapter_config.json",
@@ -49,7 +72,7 @@ def check_name(name: str, *, what: str = "repository") -> str:
         or "--" in name
         or ".." in name
         or name.endswith((".git", "."))
-        or name.lower() in {"api", "new", "settings", "admin"}
+        or (what != "repository" and name.lower() in RESERVED_NAMESPACES)
     ):
         raise BadRequest(
             "invalid_name",

@@ -79,7 +79,7 @@ def repositories_search(
 ) -> QuerySet[Repository]:
     """Filter visible repositories; the result prefetches what list views show."""
     from django.conf import settings
-    from django.db.models import Prefetch, Q
+    from django.db.models import OuterRef, Prefetch, Q, Subquery
 
     repos = visible
     if kind:
@@ -97,7 +97,14 @@ def repositories_search(
         else:  # SQLite has no JSON containment; match the quoted element instead.
             repos = repos.filter(tags__icontains=f'"{tag.lower()}"')
     if status:
-        repos = repos.filter(aliases__name=Alias.MAIN, aliases__version__status=status)
+        # The newest version's status: `main` only ever points at valid versions, so
+        # filtering on it could never find a pending or invalid repository.
+        newest = (
+            Version.objects.filter(repository=OuterRef("pk"), variant="")
+            .order_by("-number")
+            .values("status")[:1]
+        )
+        repos = repos.annotate(newest_status=Subquery(newest)).filter(newest_status=status)
     if query:
         if settings.USES_POSTGRES:
             from django.contrib.postgres.search import SearchQuery, SearchVector

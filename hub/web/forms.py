@@ -9,28 +9,10 @@ from django.contrib.auth import password_validation
 
 from hub.accounts.models import ApiToken, Role
 from hub.registry.models import Repository
+from hub.registry.names import RESERVED_NAMESPACES
 
-#: Top-level paths the web pages use; a namespace with one of these names would be
-#: unreachable at /{namespace}, so sign-up refuses them (the domain reserves fewer).
-WEB_RESERVED_NAMES = frozenset(
-    {
-        "-",
-        "admin",
-        "api",
-        "blobs",
-        "healthz",
-        "hf",
-        "jobs",
-        "login",
-        "logout",
-        "models",
-        "new",
-        "search",
-        "settings",
-        "signup",
-        "static",
-    }
-)
+#: Sign-up refuses the names the domain reserves for the hub's own routes.
+WEB_RESERVED_NAMES = RESERVED_NAMESPACES
 
 SORTS = [("downloads", "Most downloads"), ("recent", "Recently updated"), ("name", "Name")]
 STATUSES = [

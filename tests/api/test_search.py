@@ -198,6 +198,8 @@ def test_org_members_see_the_orgs_private_repositories(world, api):
         ("license=MIT", ["bob/french-lora", "bob/legal-lora"]),
         ("license=apache-2.0", ["alice/medical-lora", "alice/mistral-base"]),
         ("kind=adapter&status=valid", ["alice/medical-lora", "bob/french-lora", "bob/legal-lora"]),
+        # The newest version's status: a pending repository is found too.
+        ("kind=adapter&status=pending", ["bob/draft-lora"]),
         ("kind=adapter&owner=bob&tag=legal", ["bob/legal-lora"]),
         ("kind=adapter&license=mit&base=alice/llama-base", ["bob/legal-lora"]),
     ],
