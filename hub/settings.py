@@ -182,6 +182,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "hub.api.throttles.TokenRateThrottle",
+        "hub.api.throttles.AnonymousRateThrottle",
+    ],
+    # Behind a proxy, the client address is the last hop the proxy appended.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "hub.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -192,6 +198,22 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Publish, check, combine and pull LoRA adapters.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+}
+
+#: Requests per period ("N/s", "N/min", "N/hour", "N/day") per token and per client IP.
+RATE_LIMIT_USER = env_str("RATE_LIMIT_USER", "3000/min")
+RATE_LIMIT_ANON = env_str("RATE_LIMIT_ANON", "600/min")
+for _name, _rate in (("RATE_LIMIT_USER", RATE_LIMIT_USER), ("RATE_LIMIT_ANON", RATE_LIMIT_ANON)):
+    _count, _, _period = _rate.partition("/")
+    if not _count.isdigit() or _period[:1] not in ("s", "m", "h", "d"):
+        raise ConfigError(f"{_name}={_rate!r} must look like 600/min.")
+
+#: Rate-limit counters must be shared by every web process: use Redis in production.
+CACHE_URL = env_str("CACHE_URL")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 
 # --- Static files, i18n ---------------------------------------------------------------
