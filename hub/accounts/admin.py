@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from hub.accounts.models import ApiToken, Membership, Namespace
+from hub.accounts.models import ApiToken, AuditEvent, Membership, Namespace
 
 
 class MembershipInline(admin.TabularInline):
@@ -32,3 +32,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     exclude = ("digest",)
     readonly_fields = ("prefix", "created_at", "last_used_at")
     raw_id_fields = ("user",)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "action", "target", "actor")
+    list_filter = ("action",)
+    search_fields = ("target", "actor__username")
+    # The log is evidence: nobody edits or deletes it from the admin.
+    readonly_fields = ("created_at", "action", "target", "actor", "detail")
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
+        return False

@@ -106,3 +106,37 @@ class ApiToken(models.Model):
 
     def allows_write(self) -> bool:
         return self.scope == self.Scope.WRITE
+
+
+class AuditEvent(models.Model):
+    """A security-relevant action, kept for operators (see the admin)."""
+
+    class Action(models.TextChoices):
+        TOKEN_CREATED = "token_created", "token created"
+        TOKEN_REVOKED = "token_revoked", "token revoked"
+        VISIBILITY_CHANGED = "visibility_changed", "visibility changed"
+        REPOSITORY_DELETED = "repository_deleted", "repository deleted"
+        ORGANIZATION_CREATED = "organization_created", "organization created"
+        MEMBERSHIP_CHANGED = "membership_changed", "membership changed"
+        MEMBERSHIP_REMOVED = "membership_removed", "membership removed"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=32, choices=Action.choices)
+    #: What was acted on, by name (``namespace/name``, a token prefix, ``org:user``).
+    target = models.CharField(max_length=300)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target}"
+
+
+def audit(actor: object, action: str, target: str, **detail: object) -> None:
+    """Record a security-relevant action; ``actor`` is a user or None."""
+    user_id = getattr(actor, "pk", None) if getattr(actor, "is_authenticated", False) else None
+    AuditEvent.objects.create(actor_id=user_id, action=action, target=target[:300], detail=detail)

@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from hub.accounts.models import ApiToken, Membership, Namespace, Role
+from hub.accounts.models import ApiToken, AuditEvent, Membership, Namespace, Role, audit
 from hub.registry.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from hub.registry.names import canonical_name, check_name
 
@@ -64,6 +64,7 @@ def organization_create(*, actor: User, name: str, display_name: str = "") -> Na
                 display_name=display_name,
             )
             Membership.objects.create(namespace=org, user=actor, role=Role.ADMIN)
+            audit(actor, AuditEvent.Action.ORGANIZATION_CREATED, name)
     except IntegrityError as exc:
         raise Conflict("name_taken", f"The name {name!r} is already taken.") from exc
     return org
@@ -88,6 +89,7 @@ def membership_set(*, actor: User, org: Namespace, user: User, role: str) -> Mem
             namespace=org, user=user, defaults={"role": role}
         )
         _ensure_an_admin_remains(org)
+        audit(actor, AuditEvent.Action.MEMBERSHIP_CHANGED, f"{org.name}:{user.username}", role=role)
     return membership
 
 
@@ -98,6 +100,7 @@ def membership_remove(*, actor: User, org: Namespace, user: User) -> None:
         if not deleted:
             raise NotFound("member_not_found", f"{user.username} is not a member of {org.name}.")
         _ensure_an_admin_remains(org)
+        audit(actor, AuditEvent.Action.MEMBERSHIP_REMOVED, f"{org.name}:{user.username}")
 
 
 def _ensure_an_admin_remains(org: Namespace) -> None:
@@ -134,6 +137,7 @@ def token_create(
         scope=scope,
         expires_at=expires_at,
     )
+    audit(user, AuditEvent.Action.TOKEN_CREATED, token.prefix, name=name, scope=scope)
     return IssuedToken(token=token, secret=secret)
 
 
@@ -144,6 +148,7 @@ def token_revoke(*, user: User, token_id: int) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        audit(user, AuditEvent.Action.TOKEN_REVOKED, token.prefix, name=token.name)
     return token
 
 

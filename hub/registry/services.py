@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from hub.accounts.models import Role
+from hub.accounts.models import AuditEvent, Role, audit
 from hub.registry import lineage
 from hub.registry.access import Actor, check_role, namespace_for_write
 from hub.registry.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
@@ -107,6 +107,7 @@ def repository_update(
         check_role(actor, repository, Role.ADMIN)
         if visibility not in Repository.Visibility.values:
             raise BadRequest("invalid_visibility", "visibility must be 'public' or 'private'.")
+        previous = repository.visibility
         repository.visibility = visibility
         fields.append("visibility")
     if description is not None:
@@ -122,14 +123,25 @@ def repository_update(
         repository.auto_merge = auto_merge
         fields.append("auto_merge")
     repository.updated_at = timezone.now()
-    repository.save(update_fields=fields)
+    with transaction.atomic():
+        repository.save(update_fields=fields)
+        if "visibility" in fields:
+            audit(
+                actor.user,
+                AuditEvent.Action.VISIBILITY_CHANGED,
+                repository.full_name,
+                before=previous,
+                after=visibility,
+            )
     return repository
 
 
 def repository_delete(*, actor: Actor, repository: Repository) -> None:
     """Tombstone a repository (admin role). Its name stays taken forever."""
     check_role(actor, repository, Role.ADMIN)
-    Repository.objects.filter(pk=repository.pk).update(deleted_at=timezone.now())
+    with transaction.atomic():
+        Repository.objects.filter(pk=repository.pk).update(deleted_at=timezone.now())
+        audit(actor.user, AuditEvent.Action.REPOSITORY_DELETED, repository.full_name)
 
 
 # --- Blobs -----------------------------------------------------------------------------
