@@ -27,6 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from hub.registry.models import Job
+from hub.request_id import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ def run(job_id: str, handlers: dict[str, Handler]) -> str:
     if job is None:
         return "skipped"
     ctx = JobContext(job=job)
+    # Worker log lines of this job carry the id of the request that asked for it.
+    current_request_id.set(job.request_id or f"job-{job.pk}")
     device = detect_device() if job.queue == "gpu" else "cpu"
     Job.objects.filter(pk=job.pk).update(device=device)
     heartbeat = _Heartbeat(ctx)

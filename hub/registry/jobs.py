@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hub.registry.models import Job, Version
+from hub.request_id import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def job_request(
                 dedupe_key=dedupe_key,
                 requested_by=requested_by,
                 max_attempts=settings.JOB_MAX_ATTEMPTS,
+                request_id=current_request_id.get().strip("-"),
             )
     except IntegrityError:
         # Another request created the same job between our check and our insert.

@@ -267,6 +267,8 @@ class Job(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     celery_task_id = models.CharField(max_length=64, blank=True)
+    #: The id of the request that created the job; worker log lines carry it too.
+    request_id = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     worker_host = models.CharField(max_length=200, blank=True)

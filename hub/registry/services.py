@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from hub.accounts.models import AuditEvent, Role, audit
@@ -379,6 +379,25 @@ def _edges(resolved: ResolvedLineage) -> list[tuple[str, int, Version | None, st
     return edges
 
 
+def check_quota(repository: Repository, extra_bytes: int) -> None:
+    """Refuse a push that would take the namespace past NAMESPACE_QUOTA_BYTES."""
+    quota = settings.NAMESPACE_QUOTA_BYTES
+    if not quota:
+        return
+    used = (
+        Version.objects.filter(
+            repository__namespace_id=repository.namespace_id, variant=""
+        ).aggregate(total=Sum("total_size"))["total"]
+        or 0
+    )
+    if used + extra_bytes > quota:
+        raise PayloadTooLarge(
+            "quota_exceeded",
+            f"{repository.namespace.name} holds {used} bytes of versions; this push of "
+            f"{extra_bytes} bytes would pass its quota of {quota} bytes.",
+        )
+
+
 def version_check(
     *,
     actor: Actor,
@@ -448,6 +467,8 @@ def version_publish(
             and _same_content(newest, files, resolved)
         ):
             return Published(version=newest, created=False)
+        # Under the repository lock, so concurrent pushes cannot both squeeze under it.
+        check_quota(locked, sum(served.get(path, blob).size for path, blob in files))
         number = (
             Version.objects.filter(repository=locked).aggregate(n=Max("number"))["n"] or 0
         ) + 1

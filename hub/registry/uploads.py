@@ -97,6 +97,8 @@ def upload_start(
     # before any byte is sent, rather than after the blobs were promoted at commit.
     services._check_file_set(repository.kind, [f.path for f in files])
     assert actor.user is not None
+    # Refuse before any byte is sent; version_publish checks again under its lock.
+    services.check_quota(repository, sum(f.size for f in files))
     known = blobs_known_to(actor, [f.sha256 for f in files])
     store = get_blob_store()
     ttl = settings.PRESIGN_TTL_SECONDS

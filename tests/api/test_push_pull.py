@@ -17,7 +17,7 @@ import requests
 from rest_framework.test import APIClient
 
 from hub.registry import services
-from hub.registry.models import Alias, Blob, Repository, Version, VersionFile
+from hub.registry.models import Alias, Blob, Job, Repository, Version, VersionFile
 from hub.registry.storage import S3BlobStore, blob_key, get_blob_store
 from tests.factories import adapter_files, base_model_files, make_token, make_user, multipart
 
@@ -828,7 +828,6 @@ def test_a_push_without_files_is_refused(alice):
         "caf\u00e9",
         "\uff4dy-lora",  # fullwidth m
         "my-l\u043era",  # Cyrillic o
-        "api",
         "x" * 97,
     ],
 )
@@ -837,6 +836,13 @@ def test_it_refuses_invalid_repository_names(alice, name):
     assert response.status_code == 400, response.content
     assert error_code(response) in {"invalid_name", "invalid_request"}
     assert not Repository.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["api", "search", "hf", "jobs"])
+def test_it_refuses_organization_names_that_are_hub_routes(alice, name):
+    response = alice.post(f"{API}/orgs", {"name": name}, format="json")
+    assert response.status_code == 400, response.content
+    assert error_code(response) == "invalid_name"
 
 
 @pytest.mark.parametrize("variant", ["My-Lora", "MY-LORA", "my_lora", "My_LoRA"])
@@ -967,3 +973,34 @@ def test_lineage_is_refused_on_datasets(alice, base):
     response = push(alice, repo, {"a.jsonl": b"1\n"}, {"base_model": base})
     assert response.status_code == 400
     assert error_code(response) == "lineage_not_allowed"
+
+
+def test_a_namespace_quota_refuses_a_push_that_would_pass_it(alice, settings):
+    repo = create_repo(alice, "corpus", "dataset")
+    settings.NAMESPACE_QUOTA_BYTES = 100
+    assert pushed(alice, repo, {"a.jsonl": b"x" * 60})["label"] == "v1"
+    refused = push(alice, repo, {"a.jsonl": b"y" * 60})
+    assert refused.status_code == 413
+    assert refused.json()["error"]["code"] == "quota_exceeded"
+    assert Version.objects.filter(repository__name="corpus").count() == 1
+    session = alice.post(
+        f"{API}/repos/{repo}/uploads",
+        {"files": [{"path": "b.jsonl", "size": 50, "sha256": "0" * 64}]},
+        format="json",
+    )
+    assert session.json()["error"]["code"] == "quota_exceeded"
+
+
+def test_a_request_id_is_echoed_and_recorded_on_the_jobs_it_creates(alice):
+    repo = create_repo(alice, "tiny", "base_model")
+    response = alice.post(
+        f"{API}/repos/{repo}/versions",
+        multipart(base_model_files()),
+        HTTP_X_REQUEST_ID="push-0001-abcdef",
+    )
+    assert response.status_code == 201
+    assert response["X-Request-Id"] == "push-0001-abcdef"
+    assert Job.objects.get(version__repository__name="tiny").request_id == "push-0001-abcdef"
+    # An unusable id is replaced by one of the hub's own.
+    other = alice.get(f"{API}/repos/{repo}", HTTP_X_REQUEST_ID="bad id\n")
+    assert len(other["X-Request-Id"]) == 32
