@@ -24,7 +24,7 @@ from hub.accounts.models import AuditEvent, Role, audit
 from hub.registry import lineage
 from hub.registry.access import Actor, check_role, namespace_for_write
 from hub.registry.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
-from hub.registry.lineage import LineageSpec, Ref
+from hub.registry.lineage import LineageSpec
 from hub.registry.models import (
     Alias,
     Blob,
@@ -632,6 +632,3 @@ def download_record(version: Version) -> None:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         Version.objects.filter(pk=version.pk).update(downloads=F("downloads") + 1)
         Repository.objects.filter(pk=version.repository_id).update(downloads=F("downloads") + 1)
-
-
-__all__ = ["BlobMissing", "Ref"]
