@@ -128,6 +128,8 @@ def token_create(
         raise BadRequest("invalid_scope", "Token scope must be 'read' or 'write'.")
     if not name or len(name) > 100:
         raise BadRequest("invalid_token_name", "Token names must be 1 to 100 characters.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise BadRequest("invalid_expiry", "A token's expiry must be in the future.")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user,

@@ -288,3 +288,14 @@ def test_losing_membership_loses_access_at_once(acme):
     assert "acme/internal" not in [
         r["id"] for r in acme["rita"].get(f"{API}/repos").json()["results"]
     ]
+
+
+def test_a_token_cannot_be_created_already_expired(api):
+    client = api(make_token(make_user("zoe"), "write"))
+    response = client.post(
+        "/api/v1/tokens",
+        {"name": "old", "scope": "read", "expires_at": "2001-01-01T00:00:00Z"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_expiry"
