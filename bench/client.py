@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import free_port, reset_database, sha256_of, wait_http
+from harness import free_port, hub_env, reset_database, sha256_of, stop_processes, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -116,16 +116,7 @@ def main() -> None:
             stack.callback(shutil.rmtree, tmp, True)
         procs: list[subprocess.Popen[bytes]] = []
 
-        def stop_all() -> None:
-            for p in reversed(procs):
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-        stack.callback(stop_all)
+        stack.callback(stop_processes, procs, 10)
         results = run(args, tmp, procs)
     print(json.dumps(results))
 
@@ -135,23 +126,16 @@ def run(
 ) -> dict[str, Any]:
     s3_port, hub_port = free_port(), free_port()
     hub = f"http://127.0.0.1:{hub_port}"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=args.db,
-        CELERY_BROKER_URL=args.redis,
-        STRATA_DATA_DIR=str(tmp / "data"),
-        SECRET_KEY="bench-secret-key-not-for-production-0123456789abcdef",  # noqa: S106
-        S3_BUCKET="strata-bench-client",
-        S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
-        S3_REGION="us-east-1",
-        S3_ACCESS_KEY_ID="testing",
-        S3_SECRET_ACCESS_KEY="testing",  # noqa: S106
-        PUBLIC_BASE_URL=hub,
-        DJANGO_SETTINGS_MODULE="hub.settings",
-        LOG_LEVEL="WARNING",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    env = hub_env(
+        dict(os.environ),
+        tmp=tmp,
+        db=args.db,
+        redis=args.redis,
+        s3_port=s3_port,
+        bucket="strata-bench-client",
+        hub=hub,
     )
+    env.update(HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
     for key in [k for k in env if k.startswith("STRATA_") and k != "STRATA_DATA_DIR"]:
         env.pop(key)
     log = (tmp / "logs").resolve()

@@ -58,3 +58,36 @@ def sha256_of(path: Path) -> str:
         while chunk := fh.read(8 * MIB):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """Terminate servers in reverse start order, killing any that do not stop in time."""
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def hub_env(
+    base: dict[str, str], *, tmp: Path, db: str, redis: str, s3_port: int, bucket: str, hub: str
+) -> dict[str, str]:
+    """The environment of a hub (web and worker) on the benchmark's own services."""
+    return {
+        **base,
+        "DATABASE_URL": db,
+        "CELERY_BROKER_URL": redis,
+        "STRATA_DATA_DIR": str(tmp / "data"),
+        "SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdef",
+        "S3_BUCKET": bucket,
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+        "S3_REGION": "us-east-1",
+        # moto's fixed test credentials
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+        "PUBLIC_BASE_URL": hub,
+        "DJANGO_SETTINGS_MODULE": "hub.settings",
+        "LOG_LEVEL": "WARNING",
+    }

@@ -49,7 +49,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import drop_database, free_port, reset_database, sha256_of, wait_http
+from harness import (
+    drop_database,
+    free_port,
+    hub_env,
+    reset_database,
+    sha256_of,
+    stop_processes,
+    wait_http,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -186,16 +194,7 @@ def main() -> None:
             stack.callback(drop_database, args.db)
         procs: list[subprocess.Popen[bytes]] = []
 
-        def stop_all() -> None:
-            for p in reversed(procs):
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-        stack.callback(stop_all)
+        stack.callback(stop_processes, procs, 20)
         results = run(args, tmp, procs)
     print(json.dumps(results))
 
@@ -209,22 +208,16 @@ def run(
 
     s3_port, hub_port = free_port(), free_port()
     hub = f"http://127.0.0.1:{hub_port}"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=args.db,
-        CELERY_BROKER_URL=args.redis,
-        STRATA_DATA_DIR=str(tmp / "data"),
-        SECRET_KEY="bench-secret-key-not-for-production-0123456789abcdef",  # noqa: S106
-        S3_BUCKET="strata-bench",
-        S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
-        S3_REGION="us-east-1",
-        S3_ACCESS_KEY_ID="testing",
-        S3_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto's fixed test credentials
-        PUBLIC_BASE_URL=hub,
-        FILE_UPLOAD_TEMP_DIR=str(tmp / "spool"),
-        DJANGO_SETTINGS_MODULE="hub.settings",
-        LOG_LEVEL="WARNING",
+    env = hub_env(
+        dict(os.environ),
+        tmp=tmp,
+        db=args.db,
+        redis=args.redis,
+        s3_port=s3_port,
+        bucket="strata-bench",
+        hub=hub,
     )
+    env["FILE_UPLOAD_TEMP_DIR"] = str(tmp / "spool")
     (tmp / "spool").mkdir()
     logs = tmp / "logs"
     logs.mkdir()
