@@ -39,6 +39,11 @@ def api() -> Callable[..., APIClient]:
     return make
 
 
+#: Holds the worker process while the session's worker runs (it outlives the test that
+#: started it, and keeps working on jobs any later test creates).
+_worker_running: list[subprocess.Popen[bytes]] = []
+
+
 def worker_env(database_name: str) -> dict[str, str]:
     """The environment for a worker process that shares this session's test database."""
     env = dict(os.environ)
@@ -92,7 +97,9 @@ def celery_worker(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    _worker_running.append(proc)
     yield proc
+    _worker_running.clear()
     proc.terminate()
     try:
         proc.wait(20)
@@ -116,10 +123,10 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, interval: flo
 
 @pytest.fixture(autouse=True)
 def _drain_worker_jobs(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test that used the real worker, let its jobs finish before the database is
+    """While the real worker runs, let jobs finish before a live-server test's database is
     flushed: a job still writing while the flush truncates tables deadlocks PostgreSQL."""
     yield
-    if "celery_worker" not in request.fixturenames:
+    if not _worker_running or "live_server" not in request.fixturenames:
         return
     from hub.registry.models import Job
 
