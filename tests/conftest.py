@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +11,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.worker_process import WorkerProcess
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,29 +36,35 @@ def api() -> Callable[..., APIClient]:
     return make
 
 
-#: Holds the worker process while the session's worker runs (it outlives the test that
-#: started it, and keeps working on jobs any later test creates).
-_worker_running: list[subprocess.Popen[bytes]] = []
+class SessionWorker:
+    """The session's worker: started by the first test that asks for it, then kept running
+    for every later test's jobs. Fault tests pause it to run workers of their own."""
+
+    def __init__(self, database_name: str) -> None:
+        self.database_name = database_name
+        self.worker: WorkerProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.running
+
+    def ensure_running(self) -> WorkerProcess:
+        if self.worker is None or not self.worker.running:
+            self.worker = WorkerProcess(
+                "test", self.database_name, Path(settings.DATA_DIR) / "worker.log"
+            ).start()
+        return self.worker
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
 
 
-def worker_env(database_name: str) -> dict[str, str]:
-    """The environment for a worker process that shares this session's test database."""
-    env = dict(os.environ)
-    db = settings.DATABASES["default"]
-    if db["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{database_name}"
-    else:
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{database_name}"
-        )
-    return env
+_session_worker: list[SessionWorker] = []
 
 
 @pytest.fixture(scope="session")
-def celery_worker(
-    django_db_setup: Any, django_db_blocker: Any
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``celery worker`` process on both queues, against the test database."""
+def session_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[SessionWorker]:
     from django.db import connection
 
     from workers.app import app
@@ -69,43 +72,17 @@ def celery_worker(
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
     app.control.purge()
-    Path(settings.DATA_DIR).mkdir(parents=True, exist_ok=True)
-    log = open(Path(settings.DATA_DIR) / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "worker",
-            "-Q",
-            "cpu,gpu",
-            "-c",
-            "1",
-            "--pool",
-            "prefork",
-            "-l",
-            "info",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=worker_env(str(name)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    _worker_running.append(proc)
-    yield proc
-    _worker_running.clear()
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    manager = SessionWorker(str(name))
+    _session_worker.append(manager)
+    yield manager
+    _session_worker.clear()
+    manager.stop()
+
+
+@pytest.fixture
+def celery_worker(session_worker: SessionWorker) -> WorkerProcess:
+    """A real ``celery worker`` process on both queues, against the test database."""
+    return session_worker.ensure_running()
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, interval: float = 0.25) -> Any:
@@ -126,7 +103,9 @@ def _drain_worker_jobs(request: pytest.FixtureRequest) -> Iterator[None]:
     """While the real worker runs, let jobs finish before a live-server test's database is
     flushed: a job still writing while the flush truncates tables deadlocks PostgreSQL."""
     yield
-    if not _worker_running or "live_server" not in request.fixturenames:
+    if not (_session_worker and _session_worker[0].running):
+        return
+    if "live_server" not in request.fixturenames:
         return
     from hub.registry.models import Job
 
