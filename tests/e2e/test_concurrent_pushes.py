@@ -196,3 +196,29 @@ def test_a_push_cut_off_mid_upload_publishes_nothing(hub, ending):
     )
     assert whole.status_code == 201, whole.text
     assert whole.json()["label"] == "v1"
+
+
+def test_the_same_version_pushed_by_two_clients_at_once_is_stored_once(hub):
+    """Two clients (say a CI retry and a person) push identical files at the same moment:
+    one creates the version, the other is told it already exists; nothing is doubled."""
+    repo = create_repo(hub, "twice", "dataset")
+    files = {"train.jsonl": f'{{"run": "{uuid.uuid4()}"}}\n'.encode() * 1000}
+    start = threading.Barrier(2)
+
+    def push(_: int) -> requests.Response:
+        with requests.Session() as session:  # one connection per client
+            start.wait(timeout=30)
+            return session.post(
+                f"{hub['api']}/repos/{repo}/versions",
+                files=requests_files(files),
+                headers=hub["auth"],
+                timeout=60,
+            )
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(push, range(2)))
+    assert sorted(a.status_code for a in answers) == [200, 201], [a.text for a in answers]
+    assert {a.json()["label"] for a in answers} == {"v1"}
+    assert {a.json()["commit_id"] for a in answers} == {answers[0].json()["commit_id"]}
+    assert Version.objects.filter(repository__name="twice").count() == 1
+    assert Blob.objects.filter(sha256=sha(files["train.jsonl"])).count() == 1
