@@ -31,6 +31,7 @@ app.conf.update(
         "reap-stale-jobs": {"task": "workers.tasks.reap_stale_jobs", "schedule": 60.0},
         "resend-unsent-jobs": {"task": "workers.tasks.resend_unsent_jobs", "schedule": 30.0},
         "expire-uploads": {"task": "workers.tasks.expire_uploads", "schedule": 3600.0},
+        "collect-orphans": {"task": "workers.tasks.collect_orphans", "schedule": 6 * 3600.0},
     },
 )
 

@@ -8,7 +8,7 @@ from workers.app import app
 from workers.handlers.benchmark import benchmark_version
 from workers.handlers.derived import compose, merge_version
 from workers.handlers.manifest import read_manifest
-from workers.handlers.uploads import expire_uploads, finalize_upload
+from workers.handlers.uploads import collect_orphans, expire_uploads, finalize_upload
 from workers.handlers.validate import validate_version
 from workers.runner import Handler, run
 
@@ -44,3 +44,8 @@ def resend_unsent_jobs() -> int:
 @app.task(name="workers.tasks.expire_uploads")
 def expire_uploads_task() -> int:
     return expire_uploads()
+
+
+@app.task(name="workers.tasks.collect_orphans")
+def collect_orphans_task() -> dict[str, int]:
+    return collect_orphans()

@@ -23,6 +23,7 @@ from django.utils import timezone
 from hub.accounts.models import AuditEvent, Role, audit
 from hub.registry import lineage
 from hub.registry.access import Actor, check_role, namespace_for_write
+from hub.registry.blob_gc import blob_record
 from hub.registry.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from hub.registry.lineage import LineageSpec
 from hub.registry.models import (
@@ -184,12 +185,13 @@ def blob_ingest(incoming: IncomingFile) -> Blob:
     key = blob_key(incoming.sha256)
     if existing is not None and store.head(key) is not None:
         return existing
-    incoming.fileobj.seek(0)
-    store.put_file(key, incoming.fileobj, size=incoming.size, sha256=incoming.sha256)
-    blob, _ = Blob.objects.get_or_create(
-        sha256=incoming.sha256, defaults={"size": incoming.size, "storage_key": key}
-    )
-    return blob
+
+    def store_bytes() -> None:
+        incoming.fileobj.seek(0)
+        store.put_file(key, incoming.fileobj, size=incoming.size, sha256=incoming.sha256)
+
+    store_bytes()
+    return blob_record(incoming.sha256, incoming.size, key, store_again=store_bytes)
 
 
 # --- Versions --------------------------------------------------------------------------

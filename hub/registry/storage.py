@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -55,6 +56,22 @@ class ObjectInfo:
     size: int
     #: The sha256 the store verified on write (S3 single-part ChecksumSHA256), if any.
     sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload that was started and neither completed nor aborted."""
+
+    key: str
+    upload_id: str
+    started: datetime
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,12 @@ class BlobStore(Protocol):
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop a multipart upload and its parts."""
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with ``prefix``."""
+
+    def list_pending_uploads(self) -> Iterator[PendingUpload]:
+        """Multipart uploads started and never completed or aborted."""
 
 
 # --- S3 -------------------------------------------------------------------------------
@@ -355,6 +378,24 @@ class S3BlobStore:
         with contextlib.suppress(BlobMissing):
             self._call(self.client.abort_multipart_upload, Key=key, UploadId=upload_id)
 
+    def _pages(self, operation: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield from self.client.get_paginator(operation).paginate(Bucket=self.bucket, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable(f"S3 {operation} failed: {exc}") from exc
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        for page in self._pages("list_objects_v2", Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield StoredObject(obj["Key"], int(obj["Size"]), obj["LastModified"])
+
+    def list_pending_uploads(self) -> Iterator[PendingUpload]:
+        for page in self._pages("list_multipart_uploads"):
+            for upload in page.get("Uploads", []):
+                yield PendingUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
+
 
 # --- Local filesystem ------------------------------------------------------------------
 
@@ -501,6 +542,22 @@ class LocalBlobStore:
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         shutil.rmtree(self.path(f"multipart/{upload_id}"), ignore_errors=True)
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        root = self.root.resolve()
+        top = self.path(prefix.rpartition("/")[0]) if "/" in prefix else root
+        for path in sorted(top.rglob("*")):
+            key = path.relative_to(root).as_posix()
+            # Skip directories and the temporary files of writes in progress.
+            if key.startswith(prefix) and path.is_file() and not path.name.startswith(".tmp-"):
+                stat = path.stat()
+                yield StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    def list_pending_uploads(self) -> Iterator[PendingUpload]:
+        # Local uploads are directories of parts; the target key is not recorded.
+        for part_dir in sorted(self.path("multipart").glob("*")):
+            started = datetime.fromtimestamp(part_dir.stat().st_mtime, UTC)
+            yield PendingUpload("", part_dir.name, started)
 
 
 def _content_disposition(filename: str) -> str:

@@ -18,6 +18,7 @@ import hmac
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +28,7 @@ from django.utils import timezone
 from hub.accounts.models import Role
 from hub.registry import services
 from hub.registry.access import Actor, check_role, repositories_visible_to
+from hub.registry.blob_gc import blob_record
 from hub.registry.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from hub.registry.lineage import spec_from_metadata, stored_metadata
 from hub.registry.models import Blob, Job, UploadFile, UploadSession, Version, VersionFile
@@ -294,14 +296,16 @@ def upload_finalize(session: UploadSession, *, verified: bool = False) -> Versio
             if not verified:
                 verify_staged(row)
             key = blob_key(row.sha256)
-            if Blob.objects.filter(sha256=row.sha256).exists() and store.head(key):
-                store.delete(row.staging_key)
-            else:
+            blob = Blob.objects.filter(sha256=row.sha256).first()
+            if blob is None or not store.head(key):
                 store.copy(row.staging_key, key)
-                store.delete(row.staging_key)
-            blob, _ = Blob.objects.get_or_create(
-                sha256=row.sha256, defaults={"size": row.size, "storage_key": key}
-            )
+                blob = blob_record(
+                    row.sha256,
+                    row.size,
+                    key,
+                    store_again=partial(store.copy, row.staging_key, key),
+                )
+            store.delete(row.staging_key)
         else:
             blob = Blob.objects.get(sha256=row.sha256)
         files.append((row.path, blob))

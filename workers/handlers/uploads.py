@@ -1,9 +1,10 @@
-"""Verify large direct uploads by hashing them, then publish the version."""
+"""Verify large direct uploads by hashing them, then publish the version; collect orphans."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from hub.registry.blob_gc import blobs_collect_orphans
 from hub.registry.errors import DomainError
 from hub.registry.models import UploadSession
 from hub.registry.uploads import upload_finalize, uploads_expire
@@ -30,3 +31,12 @@ def finalize_upload(ctx: JobContext) -> dict[str, Any]:
 
 def expire_uploads() -> int:
     return uploads_expire()
+
+
+def collect_orphans() -> dict[str, int]:
+    collected = blobs_collect_orphans()
+    return {
+        "objects": collected.objects,
+        "bytes": collected.bytes,
+        "uploads_aborted": collected.uploads_aborted,
+    }
