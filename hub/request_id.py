@@ -2,11 +2,13 @@
 
 The id comes from the client's (or proxy's) ``X-Request-Id`` when it looks sane, or is
 made here; it is echoed in the response, written on every log line, and stored on jobs
-the request creates, whose worker logs then carry it too.
+the request creates, whose worker logs then carry it too. ``LOG_FORMAT=json`` writes each
+log line as a JSON object (:class:`JsonLogFormatter`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -41,3 +43,20 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id.get()
         return True
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: time, level, logger, request id,
+    message and, when there is one, the exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)

@@ -323,6 +323,8 @@ class S3BlobStore:
                 "Bucket": self.bucket,
                 "Key": key,
                 "ResponseContentDisposition": _content_disposition(filename),
+                # Never rendered by a browser, whatever the bytes look like (a card, an SVG).
+                "ResponseContentType": "application/octet-stream",
             },
             ExpiresIn=expires,
         )
