@@ -15,7 +15,9 @@ from hub.api.common import actor_of
 from hub.api.serializers import iso
 from hub.api.views_versions import version_payload
 from hub.registry import uploads
-from hub.registry.access import repository_for
+from hub.registry.access import Actor, repositories_visible_to, repository_for
+from hub.registry.errors import NotFound
+from hub.registry.models import UploadSession
 from hub.registry.storage import UploadedPart
 
 
@@ -73,10 +75,20 @@ class UploadStartView(APIView):
         )
 
 
+def session_for(actor: Actor, session_id: str) -> UploadSession:
+    """The caller's upload session while they can still read its repository: a member
+    removed from an organization since they opened it learns nothing more about a
+    private repository through it (its state, the version it published)."""
+    session = uploads.upload_session_for(actor, session_id)
+    if not repositories_visible_to(actor).filter(pk=session.repository_id).exists():
+        raise NotFound("upload_not_found", "No such upload session.")
+    return session
+
+
 class UploadDetailView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, session_id: str) -> Response:
-        return Response(session_json(uploads.upload_session_for(actor_of(request), session_id)))
+        return Response(session_json(session_for(actor_of(request), session_id)))
 
 
 class UploadCommitView(APIView):
@@ -90,7 +102,7 @@ class UploadCommitView(APIView):
     )
     def post(self, request: Request, session_id: str) -> Response:
         actor = actor_of(request)
-        session = uploads.upload_session_for(actor, session_id)
+        session = session_for(actor, session_id)
         data = UploadCommitSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         parts = {

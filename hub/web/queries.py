@@ -396,7 +396,12 @@ def jobs_visible_to(actor: Actor, visible: QuerySet[Repository]) -> QuerySet[Job
         actor, "version__"
     )
     if actor.user is not None:
-        condition |= Q(requested_by=actor.user)
+        # Their own requests too, but only while they can still see the repository: a
+        # member removed from an organization keeps no window on its private jobs.
+        # Jobs without a version are upload finalizations of their own pushes.
+        condition |= Q(requested_by=actor.user) & (
+            Q(version__isnull=True) | Q(version__repository__in=visible.values("pk"))
+        )
     return Job.objects.filter(condition).select_related(
         "version__repository__namespace", "requested_by"
     )
