@@ -27,7 +27,8 @@ JOB_QUEUES: dict[str, str] = {
 }
 
 
-def _send(job_id: str, queue: str, countdown: float = 0) -> None:
+def _send(job_id: str, queue: str, countdown: float = 0) -> bool:
+    """Send the job's message; False (logged) when the broker cannot be reached."""
     # By name, through the app alone: importing workers.tasks would pull torch and the
     # compute core into every web process (+200 MB), and the web role has no torch.
     from workers.app import app
@@ -38,8 +39,9 @@ def _send(job_id: str, queue: str, countdown: float = 0) -> None:
         )
     except Exception:
         log.exception("could not enqueue job %s; the reconciler will resend it", job_id)
-        return
+        return False
     Job.objects.filter(pk=job_id).update(celery_task_id=result.id, enqueued_at=timezone.now())
+    return True
 
 
 def job_request(
@@ -123,7 +125,8 @@ def jobs_resend_unsent(*, older_than_seconds: int = 10) -> int:
     """Send queued jobs whose message never reached the broker (it was down at enqueue
     time), or was sent so long ago that the broker must have lost it.
 
-    A duplicate message is harmless: only one worker can claim a queued row.
+    A duplicate message is harmless: only one worker can claim a queued row. Returns how
+    many were sent.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)
@@ -135,6 +138,9 @@ def jobs_resend_unsent(*, older_than_seconds: int = 10) -> int:
         )
         .order_by("created_at")[:500]
     )
+    sent = 0
     for job in jobs:
-        _send(str(job.pk), job.queue)
-    return len(jobs)
+        if not _send(str(job.pk), job.queue):
+            break  # the broker is still down; each further try would wait out its retries
+        sent += 1
+    return sent
