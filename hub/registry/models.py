@@ -65,6 +65,9 @@ class Repository(models.Model):
         indexes = [
             models.Index(fields=["kind", "visibility", "-updated_at"]),
             models.Index(fields=["-downloads"]),
+            # The default listing order (sort=recent), walked with LIMIT: a search whose
+            # text matches most repositories stops after a page instead of sorting them all.
+            models.Index(fields=["-updated_at", "-id"], name="repository_recent"),
         ]
 
     def __str__(self) -> str:

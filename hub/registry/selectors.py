@@ -109,10 +109,21 @@ def repositories_search(
         if settings.USES_POSTGRES:
             from django.contrib.postgres.search import SearchQuery, SearchVector
 
-            vector = SearchVector("name", weight="A") + SearchVector("description", weight="B")
-            repos = repos.annotate(search=vector).filter(
-                Q(search=SearchQuery(query, search_type="websearch")) | Q(name__icontains=query)
+            # The same expression as the GIN index of migration 0006, which needs a fixed
+            # configuration (an index expression must be immutable): keep them in step.
+            vector = SearchVector("name", weight="A", config="english") + SearchVector(
+                "description", weight="B", config="english"
             )
+            # alias(), not annotate(): the vector is only filtered on, never selected.
+            matching = Repository.objects.alias(search=vector).filter(
+                Q(search=SearchQuery(query, search_type="websearch", config="english"))
+                | Q(name__icontains=query)  # served by the pg_trgm index of migration 0006
+            )
+            # As a semi-join (pk IN ...): the planner may then collect a selective query's
+            # matches from both GIN indexes and walk the listing order against them, rather
+            # than recomputing the tsvector of every row it walks past (1 s for 0.3 %
+            # matches in 100,000 rows; 13 ms this way; bench/load.py).
+            repos = repos.filter(pk__in=matching.values("pk"))
         else:
             repos = repos.filter(Q(name__icontains=query) | Q(description__icontains=query))
     return repos.select_related("namespace", "base_repository__namespace").prefetch_related(
