@@ -202,7 +202,8 @@ def _parse_entry(name: str, entry: Any) -> TensorInfo:
             "bad_tensor_entry", f"Tensor entry lacks {sorted(missing)}.", tensor=name
         )
     dtype = entry["dtype"]
-    if dtype not in DTYPE_SIZES:
+    # A list or object here used to escape as TypeError (unhashable), not a finding.
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise SafetensorsError("unknown_dtype", f"Unknown dtype {dtype!r}.", tensor=name)
     shape = entry["shape"]
     if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**40 for d in shape):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -44,6 +46,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return error_response(
             "malformed_request", "The request body nests too deeply.", status.HTTP_400_BAD_REQUEST
         )
+    if isinstance(exc, DataError):
+        # The database refused a value the request carried (a NUL character, a string
+        # longer than its column): the caller's to fix, not an outage to retry.
+        return error_response(
+            "invalid_value",
+            "The request holds a value that cannot be stored (a NUL character or an "
+            "over-long string).",
+            status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, StorageUnavailable | DatabaseError):
         # Ours, not the caller's: say so and invite a retry.
         response = error_response(
@@ -68,3 +79,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if header in response:
             new[header] = response[header]
     return new
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, **kwargs: Any) -> JsonResponse:
+    """Any path under the API that no route matches (``/jobs/not-a-uuid``, a revision
+    with characters no label has): the API's 404, not the web's HTML page."""
+    return JsonResponse(
+        {"error": {"code": "not_found", "message": f"{request.path} is not part of the API."}},
+        status=404,
+    )

@@ -7,6 +7,7 @@ from hub.api import views_derived as derived
 from hub.api import views_repos as repos
 from hub.api import views_uploads as uploads
 from hub.api import views_versions as versions
+from hub.api.errors import not_found
 
 NAME = r"(?P<namespace>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)"
 REV = r"(?P<revision>[A-Za-z0-9._-]+)"
@@ -71,4 +72,6 @@ urlpatterns = [
         versions.AliasDetailView.as_view(),
         name="alias",
     ),
+    # Last: whatever else is asked for under the API gets the API's JSON 404.
+    re_path(r"", not_found, name="not-found"),
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiTypes, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +24,19 @@ def require_user(actor: Actor) -> User:
     if actor.user is None:
         raise NotAuthenticated("auth_required", "Sign in or send a token to do this.")
     return actor.user
+
+
+#: The OpenAPI shape of :func:`token_json` (the lists below used to be documented as objects).
+TOKEN_SCHEMA: dict[str, serializers.Field[Any, Any, Any, Any]] = {
+    "id": serializers.IntegerField(),
+    "name": serializers.CharField(),
+    "prefix": serializers.CharField(),
+    "scope": serializers.CharField(),
+    "created_at": serializers.DateTimeField(),
+    "last_used_at": serializers.DateTimeField(allow_null=True),
+    "expires_at": serializers.DateTimeField(allow_null=True),
+    "revoked_at": serializers.DateTimeField(allow_null=True),
+}
 
 
 def token_json(token: Any) -> dict[str, Any]:
@@ -55,7 +68,7 @@ class WhoAmIView(APIView):
 
 
 class TokenListView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses=inline_serializer("Token", TOKEN_SCHEMA, many=True))
     def get(self, request: Request) -> Response:
         user = require_user(actor_of(request))
         return Response([token_json(t) for t in user.api_tokens.order_by("-created_at")])
@@ -112,7 +125,13 @@ class OrgListView(APIView):
 
 
 class OrgMembersView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        responses=inline_serializer(
+            "Member",
+            {"username": serializers.CharField(), "role": serializers.CharField()},
+            many=True,
+        )
+    )
     def get(self, request: Request, org: str) -> Response:
         namespace = _org(org)
         return Response(

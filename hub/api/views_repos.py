@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -62,7 +62,15 @@ class RepositoryListView(APIView):
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],
-        responses=RepositorySerializer(many=True),
+        # A cursor page, not a bare list (it used to be documented as one).
+        responses=inline_serializer(
+            "RepositoryPage",
+            {
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": RepositorySerializer(many=True),
+            },
+        ),
     )
     def get(self, request: Request) -> Response:
         params = request.query_params

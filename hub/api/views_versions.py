@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiTypes,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -130,6 +135,7 @@ def publish_files(
         spec=spec,
         message=message,
         metadata=metadata,
+        size=sum(f.size for f in incoming),
     )
     blobs = [(f.path, services.blob_ingest(f)) for f in incoming]
     return services.version_publish(
@@ -242,7 +248,17 @@ class LineageView(APIView):
 
 
 class AliasListView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        responses=inline_serializer(
+            "AliasEntry",
+            {
+                "name": serializers.CharField(),
+                "version": serializers.CharField(),
+                "commit_id": serializers.CharField(),
+            },
+            many=True,
+        )
+    )
     def get(self, request: Request, namespace: str, name: str) -> Response:
         repo = repository_for(actor_of(request), namespace, name)
         return Response(

@@ -36,6 +36,20 @@ def is_ref(value: object) -> bool:
     return isinstance(value, str) and bool(_REF_RE.match(value.strip()))
 
 
+class _CardLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: ``*a`` repeated in nested lists is a "billion laughs"
+    card whose few hundred bytes expand, once turned into JSON metadata, into gigabytes.
+    Model cards have no use for anchors."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a model card", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def front_matter(text: str) -> dict[str, Any]:
     """The YAML mapping between the leading ``---`` lines of a model card, or ``{}``."""
     lines = text.lstrip("\ufeff").splitlines()
@@ -46,11 +60,13 @@ def front_matter(text: str) -> dict[str, Any]:
     except StopIteration:
         return {}
     try:
-        data = yaml.safe_load("\n".join(lines[1:end]))
+        data = yaml.load("\n".join(lines[1:end]), Loader=_CardLoader)  # noqa: S506 - safe
     except yaml.YAMLError as exc:
         raise BadRequest(
             "invalid_model_card", f"README.md front matter is not valid YAML: {exc}"
         ) from exc
+    except RecursionError as exc:  # PyYAML composes nested nodes recursively
+        raise BadRequest("invalid_model_card", "README.md front matter nests too deeply.") from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -142,7 +158,7 @@ def commit_metadata(
     if adapter_config is not None:
         try:
             parsed = json.loads(adapter_config)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise BadRequest(
                 "invalid_adapter_config", f"adapter_config.json is not valid JSON: {exc}"
             ) from exc

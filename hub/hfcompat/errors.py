@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -106,6 +106,15 @@ def hub_view(*methods: str) -> Callable[[View], View]:
                 return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
             except DomainError as exc:
                 return domain_error_response(exc)
+            except DataError:
+                # A value the request carried that the database refuses (a NUL
+                # character, an over-long string): the caller's, not an outage.
+                return error_response(
+                    400,
+                    "invalid_value",
+                    "The request holds a value that cannot be stored (a NUL character or "
+                    "an over-long string).",
+                )
             except (StorageUnavailable, DatabaseError):
                 log.exception("Hub route %s failed on storage or the database", request.path)
                 return error_response(

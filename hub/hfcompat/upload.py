@@ -388,6 +388,7 @@ def commit(
             spec=spec_from_metadata(meta),
             message=str(meta["message"]),
             metadata=stored_metadata(meta),
+            size=sum(source.size for source in files.values()),
         )
         version = _publish(actor, repository, files, meta)
     finally:

@@ -67,8 +67,9 @@ def check_name(name: str, *, what: str = "repository") -> str:
         raise BadRequest(
             "invalid_name", f"A {what} name must be 1 to {NAME_MAX_LENGTH} characters."
         )
+    # fullmatch: with match, '$' also matches before a trailing newline ("lora\n").
     if (
-        not _NAME_RE.match(name)
+        not _NAME_RE.fullmatch(name)
         or "--" in name
         or ".." in name
         or name.endswith((".git", "."))
@@ -88,7 +89,12 @@ def canonical_name(name: str) -> str:
 
 
 def check_alias(name: str) -> str:
-    if not _ALIAS_RE.match(name) or _VERSION_LABEL_RE.match(name) or _HEX40_RE.match(name):
+    # fullmatch: with match, '$' also matches before a trailing newline ("stable\n").
+    if (
+        not _ALIAS_RE.fullmatch(name)
+        or _VERSION_LABEL_RE.fullmatch(name)
+        or _HEX40_RE.fullmatch(name)
+    ):
         raise BadRequest(
             "invalid_alias",
             f"Alias {name!r} is not allowed: start with a letter, use up to 64 of "
@@ -138,8 +144,8 @@ def check_file_path(path: str) -> str:
 
 
 def is_version_label(rev: str) -> bool:
-    return bool(_VERSION_LABEL_RE.match(rev))
+    return bool(_VERSION_LABEL_RE.fullmatch(rev))
 
 
 def is_commit_id(rev: str) -> bool:
-    return bool(_HEX40_RE.match(rev))
+    return bool(_HEX40_RE.fullmatch(rev))

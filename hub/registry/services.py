@@ -209,11 +209,18 @@ def check_json_limits(value: Any, *, what: str) -> None:
     limit = settings.MAX_METADATA_DEPTH
     level: list[Any] = [value]
     depth = 0
-    while containers := [v for v in level if isinstance(v, dict | list)]:
+    while True:
+        # PostgreSQL cannot store NUL (in keys or values): it used to fail at publish
+        # time, after the blobs were stored, as a 503.
+        if any(isinstance(v, str) and "\x00" in v for v in level):
+            raise BadRequest("invalid_characters", f"{what} contains a NUL character.")
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            return
         depth += 1
         if depth > limit:
             raise BadRequest("metadata_too_deep", f"{what} nests deeper than {limit} levels.")
-        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+        level = [c for v in containers for c in ([*v, *v.values()] if isinstance(v, dict) else v)]
 
 
 def _check_file_set(kind: str, paths: Sequence[str]) -> None:
@@ -408,17 +415,24 @@ def version_check(
     spec: LineageSpec | None = None,
     message: str = "",
     metadata: dict[str, Any] | None = None,
+    size: int | None = None,
 ) -> ResolvedLineage:
     """Every check :func:`version_publish` makes, without writing anything.
 
     Doors call it before storing any bytes, so a push refused for its file set, its
-    metadata or its references leaves no blob behind (``version_publish`` checks again).
+    metadata, its references or (given its ``size``) the namespace quota leaves no blob
+    behind (``version_publish`` checks again, the quota under the repository lock).
     """
     check_role(actor, repository, Role.WRITE)
+    if size is not None:
+        # A push over quota used to store its blobs first and be refused at publish.
+        check_quota(repository, size)
     _check_file_set(repository.kind, paths)
     check_json_limits(metadata or {}, what="Version metadata")
     if len(message) > 5000:
         raise BadRequest("message_too_long", "Version messages are limited to 5,000 characters.")
+    if "\x00" in message:
+        raise BadRequest("invalid_characters", "The version message contains a NUL character.")
     return lineage_check(actor, repository, spec or LineageSpec())
 
 
