@@ -1,26 +1,30 @@
-"""Workers that die or run out of disk in the middle of a merge.
+"""Workers that die, or run out of disk or memory, in the middle of a merge.
 
 Real worker processes on real PostgreSQL, Redis and S3 (moto). A worker killed with
 SIGKILL leaves a running job whose heartbeat stops; the reaper puts it back in the queue
-and another worker finishes it. A worker whose disk is full fails the attempt as an
+and another worker finishes it. A worker that cannot write a file (RLIMIT_FSIZE) or
+allocate memory (RLIMIT_AS set on its live pool process) fails the attempt as an
 infrastructure error; the job is retried on another worker and the adapter keeps its
-verdict. Either way exactly one merged revision appears, and every stored object is
+verdict. Every time exactly one merged revision appears, and every stored object is
 whole and accounted for.
 """
 
 from __future__ import annotations
 
 import hashlib
+import resource
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from hub.registry.jobs import jobs_reap_stale
+from hub.registry.jobs import jobs_reap_stale, jobs_resend_unsent
 from hub.registry.models import Blob, Job, Version
 from hub.registry.storage import S3BlobStore, get_blob_store
 from tests.factories import make_token, make_user, multipart
 from tests.faults.conftest import StartWorker, wait_until
+from tests.worker_process import WorkerProcess
 from tests.workers.lora_fixtures import make_llama, make_lora
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -150,6 +154,48 @@ def test_a_worker_out_of_disk_fails_the_attempt_as_ours_and_another_worker_merge
     # shutdown hands back the retry it holds) and a healthy one takes over.
     cramped.stop()
     healthy = own_workers("healthy")
+    done = wait_until(lambda: settled(job), timeout=180, workers=(healthy,))
+    assert (done.state, done.attempts) == ("succeeded", 2), (done.error_code, done.log_tail)
+    adapter.refresh_from_db()
+    assert adapter.status == "valid"
+    assert_one_whole_merged_revision(adapter, objects_before)
+
+
+def starve(worker: WorkerProcess, *, headroom: int) -> None:
+    """Cap the address space of the worker's pool process at what it uses now, plus
+    ``headroom``: its next large allocations fail as on a host out of memory."""
+    assert worker.proc is not None
+    main = psutil.Process(worker.proc.pid)
+    wait_until(lambda: main.children(), workers=(worker,))
+    (child,) = main.children()
+    wait_until(lambda: "ready." in worker.log_tail(), workers=(worker,))
+    limit = child.memory_info().vms + headroom
+    resource.prlimit(child.pid, resource.RLIMIT_AS, (limit, limit))
+
+
+def test_a_worker_out_of_memory_fails_the_attempt_as_ours_and_another_worker_merges(
+    own_workers: StartWorker, valid_adapter: Any
+) -> None:
+    objects_before = bucket_objects()
+    validator = own_workers("validator")
+    client, adapter = valid_adapter(validator)
+    validator.stop()
+    starved = own_workers("starved")
+    starve(starved, headroom=64 * 1024**2)
+
+    job = request_merge(client)
+    wait_until(
+        lambda: Job.objects.filter(pk=job.pk, state="queued", attempts=1).exists(),
+        workers=(starved,),
+    )
+    job.refresh_from_db()
+    assert "infrastructure error" in job.log_tail, job.log_tail
+    assert job.error_code == ""  # not judged: no user-facing failure code
+    starved.stop()
+    healthy = own_workers("healthy")
+    # Starved, the worker may not even manage to queue its retry; the resender (a beat
+    # task) sends what was never sent. A duplicate message would be skipped.
+    jobs_resend_unsent(older_than_seconds=0)
     done = wait_until(lambda: settled(job), timeout=180, workers=(healthy,))
     assert (done.state, done.attempts) == ("succeeded", 2), (done.error_code, done.log_tail)
     adapter.refresh_from_db()
