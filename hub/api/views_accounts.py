@@ -15,9 +15,9 @@ from hub.accounts import services as accounts
 from hub.accounts.models import Membership, Namespace
 from hub.api.common import actor_of
 from hub.api.serializers import JobSerializer, TokenCreateSerializer, iso
-from hub.registry.access import Actor, repositories_visible_to
+from hub.registry.access import Actor
 from hub.registry.errors import NotAuthenticated, NotFound
-from hub.registry.models import Job
+from hub.registry.selectors import jobs_of_user, jobs_visible_to
 
 
 def require_user(actor: Actor) -> User:
@@ -167,29 +167,12 @@ class OrgMemberDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def jobs_visible_to(actor: Actor) -> Any:
-    """Jobs on versions the actor can see, plus the ones they requested."""
-    from django.db.models import Q
-
-    visible = repositories_visible_to(actor).values("pk")
-    jobs = Job.objects.select_related("version__repository__namespace")
-    condition = Q(version__repository__in=visible)
-    if actor.user is not None:
-        condition |= Q(requested_by=actor.user)
-    return jobs.filter(condition)
-
-
 class JobListView(APIView):
     @extend_schema(responses=JobSerializer(many=True))
     def get(self, request: Request) -> Response:
         actor = actor_of(request)
-        user = require_user(actor)
-        from django.db.models import Q
-
-        jobs = jobs_visible_to(actor).filter(Q(requested_by=user) | Q(version__created_by=user))[
-            :100
-        ]
-        return Response(JobSerializer(jobs, many=True).data)
+        require_user(actor)
+        return Response(JobSerializer(jobs_of_user(actor)[:100], many=True).data)
 
 
 class JobDetailView(APIView):

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from typing import Any
 
-from hub.accounts.models import Role
-from hub.registry.access import Actor, role_in
+from django.db.models import Q, QuerySet
+
+from hub.accounts.models import Namespace, Role
+from hub.registry.access import Actor, repositories_visible_to, role_in
 from hub.registry.errors import NotFound
-from hub.registry.models import Alias, Repository, Version, VersionFile
+from hub.registry.models import Alias, Job, Repository, Version, VersionFile
 from hub.registry.names import is_commit_id, is_version_label
+
+# --- Who may see invalid versions ----------------------------------------------------
+
+
+def writable_namespace_ids(actor: Actor) -> QuerySet[Namespace, Any] | None:
+    """Namespaces where the actor holds write or admin; None means every one (site admin).
+
+    The set-based twin of :func:`can_see_invalid` (which answers for one repository).
+    """
+    if actor.is_site_admin:
+        return None
+    if actor.user is None:
+        return Namespace.objects.none().values("pk")
+    return (
+        Namespace.objects.filter(
+            Q(user=actor.user)
+            | Q(
+                memberships__user=actor.user,
+                memberships__role__in=[Role.WRITE, Role.ADMIN],
+            )
+        )
+        .values("pk")
+        .distinct()
+    )
+
+
+def versions_visible_q(actor: Actor, prefix: str = "") -> Q:
+    """A filter on Version (through ``prefix``) hiding invalid versions from readers."""
+    writable = writable_namespace_ids(actor)
+    if writable is None:
+        return Q()
+    not_invalid = ~Q(**{f"{prefix}status": Version.Status.INVALID})
+    return not_invalid | Q(**{f"{prefix}repository__namespace__in": writable})
 
 
 def version_resolve(repository: Repository, revision: str) -> Version:
@@ -132,4 +167,36 @@ def repositories_search(
             queryset=Alias.objects.filter(name=Alias.MAIN).select_related("version"),
             to_attr="main_aliases",
         )
+    )
+
+
+# --- Jobs -----------------------------------------------------------------------------
+
+
+def jobs_visible_to(actor: Actor) -> QuerySet[Job]:
+    """Jobs on versions the actor can see (invalid ones only with write access), plus the
+    ones they requested, while they can still see that repository: a member removed from
+    an organization keeps no window on its private jobs. The REST API and the web share it.
+    """
+    visible = repositories_visible_to(actor).values("pk")
+    condition = Q(version__repository__in=visible) & versions_visible_q(actor, "version__")
+    if actor.user is not None:
+        # Jobs without a version are upload finalizations of their own pushes.
+        condition |= Q(requested_by=actor.user) & (
+            Q(version__isnull=True) | Q(version__repository__in=visible)
+        )
+    return Job.objects.filter(condition).select_related(
+        "version__repository__namespace", "requested_by"
+    )
+
+
+def jobs_of_user(actor: Actor) -> QuerySet[Job]:
+    """The actor's recent jobs: requested by them, or on versions they pushed."""
+    if actor.user is None:
+        return Job.objects.none()
+    return (
+        jobs_visible_to(actor)
+        .filter(Q(requested_by=actor.user) | Q(version__created_by=actor.user))
+        .defer("version__manifest", "version__report", "version__metadata")
+        .order_by("-created_at")
     )

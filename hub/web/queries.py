@@ -2,9 +2,8 @@
 
 Every function here scopes by an :class:`~hub.registry.access.Actor` exactly as the
 domain does: repositories come from ``repositories_visible_to``, invalid versions are
-shown only to people with the write role (``selectors.can_see_invalid``), jobs only on
-versions the actor can see or that they requested. Each is a candidate to move into
-``hub/registry/selectors.py`` (see docs/WEB.md, "Queries to move into the domain").
+shown only to people with the write role (``selectors.versions_visible_q``). Each is a
+candidate to move into ``hub/registry/selectors.py``, as job visibility already has.
 
 Every list costs a constant number of queries, whatever its length: the page's rows are
 fetched, then one query per kind of related data for all of them together.
@@ -24,44 +23,11 @@ from django.db.models.functions import RowNumber
 
 from hub.accounts.models import Membership, Namespace, Role
 from hub.registry.access import Actor
-from hub.registry.models import Alias, Job, LineageEdge, Repository, Version
+from hub.registry.models import Alias, LineageEdge, Repository, Version
+from hub.registry.selectors import versions_visible_q
 
 #: Version columns list pages need (never the manifest, report or metadata blobs).
 CARD_FIELDS = ("id", "repository_id", "number", "variant", "status", "total_size", "created_at")
-
-
-# --- Who may see invalid versions -----------------------------------------------------
-
-
-def writable_namespace_ids(actor: Actor) -> QuerySet[Namespace, Any] | None:
-    """Namespaces where the actor holds write or admin; None means every one (site admin).
-
-    The set-based twin of ``selectors.can_see_invalid`` (which answers for one repo).
-    """
-    if actor.is_site_admin:
-        return None
-    if actor.user is None:
-        return Namespace.objects.none().values("pk")
-    return (
-        Namespace.objects.filter(
-            Q(user=actor.user)
-            | Q(
-                memberships__user=actor.user,
-                memberships__role__in=[Role.WRITE, Role.ADMIN],
-            )
-        )
-        .values("pk")
-        .distinct()
-    )
-
-
-def versions_visible_q(actor: Actor, prefix: str = "") -> Q:
-    """A filter on Version (through ``prefix``) hiding invalid versions from readers."""
-    writable = writable_namespace_ids(actor)
-    if writable is None:
-        return Q()
-    not_invalid = ~Q(**{f"{prefix}status": Version.Status.INVALID})
-    return not_invalid | Q(**{f"{prefix}repository__namespace__in": writable})
 
 
 # --- Cards: what a list shows about each repository -----------------------------------
@@ -381,42 +347,6 @@ def lineage_walk(
 
 def _HEAVY(prefix: str) -> list[str]:
     return [f"{prefix}__manifest", f"{prefix}__report", f"{prefix}__metadata"]
-
-
-# --- Jobs -----------------------------------------------------------------------------
-
-
-def jobs_visible_to(actor: Actor, visible: QuerySet[Repository]) -> QuerySet[Job]:
-    """Jobs on versions the actor can see, plus the ones they requested.
-
-    Like ``hub.api.views_accounts.jobs_visible_to``, and also hides jobs on invalid
-    versions from people who may not see those versions.
-    """
-    condition = Q(version__repository__in=visible.values("pk")) & versions_visible_q(
-        actor, "version__"
-    )
-    if actor.user is not None:
-        # Their own requests too, but only while they can still see the repository: a
-        # member removed from an organization keeps no window on its private jobs.
-        # Jobs without a version are upload finalizations of their own pushes.
-        condition |= Q(requested_by=actor.user) & (
-            Q(version__isnull=True) | Q(version__repository__in=visible.values("pk"))
-        )
-    return Job.objects.filter(condition).select_related(
-        "version__repository__namespace", "requested_by"
-    )
-
-
-def jobs_of_user(actor: Actor, visible: QuerySet[Repository]) -> QuerySet[Job]:
-    """The actor's recent jobs: requested by them, or on versions they pushed."""
-    if actor.user is None:
-        return Job.objects.none()
-    return (
-        jobs_visible_to(actor, visible)
-        .filter(Q(requested_by=actor.user) | Q(version__created_by=actor.user))
-        .defer("version__manifest", "version__report", "version__metadata", "log_tail", "result")
-        .order_by("-created_at")
-    )
 
 
 # --- Namespaces -----------------------------------------------------------------------

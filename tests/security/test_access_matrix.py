@@ -695,15 +695,9 @@ def test_a_removed_member_loses_access_at_once(world: World, row: Row) -> None:
     check(row, target, "none", response, world, actor)
 
 
-#: Known leak, fixed in hub/web/queries.py but not yet in hub/api/views_accounts.py
-#: (``jobs_visible_to`` shows every job its caller requested, whatever they may still see).
-API_JOBS_LEAK = pytest.mark.xfail(
-    strict=True,
-    reason="hub/api/views_accounts.jobs_visible_to: requested_by outlives read access",
-)
 LEFT_BEHIND = [
-    pytest.param("REST job detail", "/api/v1/jobs/{job}", marks=API_JOBS_LEAK),
-    pytest.param("REST job list", "/api/v1/jobs", marks=API_JOBS_LEAK),
+    pytest.param("REST job detail", "/api/v1/jobs/{job}"),
+    pytest.param("REST job list", "/api/v1/jobs"),
     pytest.param("web job page", "/jobs/{job}"),
     pytest.param("web job list", "/jobs"),
     pytest.param("REST upload detail", "/api/v1/uploads/{upload}"),

@@ -8,8 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from hub.registry.access import repositories_visible_to
-from hub.web import queries
+from hub.registry.selectors import jobs_of_user, jobs_visible_to
 from hub.web.views.common import actor_of, not_found, paginate
 
 PER_PAGE = 50
@@ -18,7 +17,7 @@ PER_PAGE = 50
 @login_required
 def job_list(request: HttpRequest) -> HttpResponse:
     actor = actor_of(request)
-    jobs = queries.jobs_of_user(actor, repositories_visible_to(actor))
+    jobs = jobs_of_user(actor).defer("log_tail", "result")  # the list shows neither
     state = request.GET.get("state")
     if state:
         jobs = jobs.filter(state=state)
@@ -28,7 +27,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     actor = actor_of(request)
-    job = queries.jobs_visible_to(actor, repositories_visible_to(actor)).filter(pk=job_id).first()
+    job = jobs_visible_to(actor).filter(pk=job_id).first()
     if job is None:
         return not_found(request, "There is no such job, or you cannot see it.")
     duration = None
