@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from datetime import timedelta
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
