@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from hub.api.common import actor_of
 from hub.api.serializers import JobSerializer, iso, version_ref
 from hub.registry import benchmarks
-from hub.registry.access import Actor, repositories_visible_to, repository_for
+from hub.registry.access import Actor, VisibleRepositories, repositories_visible_to, repository_for
 from hub.registry.errors import BadRequest, NotFound
 from hub.registry.lineage import Ref, resolve_ref
 from hub.registry.models import BenchmarkResult, Repository, Version
@@ -46,14 +46,10 @@ class VersionBenchmarksView(APIView):
     def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
         actor = actor_of(request)
         version = version_for(actor, repository_for(actor, namespace, name), revision)
-        visible = set(repositories_visible_to(actor).values_list("pk", flat=True))
-        return Response(
-            [
-                result_json(r)
-                for r in benchmarks.benchmarks_for(version)
-                if r.eval_set.repository_id in visible
-            ]
-        )
+        results = list(benchmarks.benchmarks_for(version))
+        visible = VisibleRepositories(actor)
+        visible.check(r.eval_set.repository_id for r in results)
+        return Response([result_json(r) for r in results if r.eval_set.repository_id in visible])
 
 
 class BenchmarkRequestView(APIView):

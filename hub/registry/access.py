@@ -6,6 +6,7 @@ A repository the caller may not read is reported exactly like a missing one
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,36 @@ def repositories_visible_to(actor: Actor) -> QuerySet[Repository]:
     return live.filter(
         Q(visibility=Repository.Visibility.PUBLIC) | Q(namespace__in=readable_namespace_ids(actor))
     )
+
+
+class VisibleRepositories:
+    """Which repositories the actor may read, asked about a few ids at a time.
+
+    A page that only needs to know about its neighbours (lineage parents, eval sets)
+    asks here instead of materializing :func:`repositories_visible_to`, which holds one
+    id per repository on the hub. Answers are cached for the life of the object.
+    """
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+        self._known: dict[int, bool] = {}
+
+    def check(self, repository_ids: Iterable[int]) -> None:
+        """Look up every id not asked about yet, in one query."""
+        unknown = set(repository_ids) - self._known.keys()
+        if not unknown:
+            return
+        visible = set(
+            repositories_visible_to(self.actor).filter(pk__in=unknown).values_list("pk", flat=True)
+        )
+        self._known.update((pk, pk in visible) for pk in unknown)
+
+    def __contains__(self, repository_id: object) -> bool:
+        if not isinstance(repository_id, int):
+            return False
+        if repository_id not in self._known:
+            self.check([repository_id])
+        return self._known[repository_id]
 
 
 def check_role(actor: Actor, repository: Repository, need: str) -> None:

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.registry.access import Actor, repository_for
+from hub.registry.access import Actor, VisibleRepositories, repository_for
 from hub.registry.errors import BadRequest, NotFound
 from hub.registry.models import LineageEdge, Repository, Version
 
@@ -154,10 +154,10 @@ class Graph:
     edges: list[LineageEdge] = field(default_factory=list)
 
 
-def lineage_graph(version: Version, *, visible: set[int], depth: int = 8) -> Graph:
+def lineage_graph(version: Version, *, visible: VisibleRepositories, depth: int = 8) -> Graph:
     """Ancestors and descendants of a version, breadth first, limited to visible repos.
 
-    ``visible`` holds the repository ids the caller may read; hidden nodes and their
+    ``visible`` says which repositories the caller may read; hidden nodes and their
     edges are dropped, so a private parent never appears to outsiders.
     """
     graph = Graph(nodes={version.pk: version})
@@ -176,8 +176,9 @@ def lineage_graph(version: Version, *, visible: set[int], depth: int = 8) -> Gra
                 edges = LineageEdge.objects.filter(parent_id=node_id).select_related(
                     "child__repository__namespace"
                 )
-            for edge in edges:
-                other = edge.parent if direction == "up" else edge.child
+            others = [(edge, edge.parent if direction == "up" else edge.child) for edge in edges]
+            visible.check(other.repository_id for _, other in others if other is not None)
+            for edge, other in others:
                 if other is None:
                     graph.edges.append(edge)  # an external dataset URI
                     continue
