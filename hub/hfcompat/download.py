@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from hub.hfcompat.common import actor_of, find_repo
+from hub.hfcompat.common import actor_of, find_repo, repo_type_of
 from hub.hfcompat.errors import HubError, hub_view
 from hub.registry import services
+from hub.registry.access import Actor
 from hub.registry.errors import NotFound
-from hub.registry.models import Alias, Repository, VersionFile
+from hub.registry.file_lookup import file_lookup
+from hub.registry.models import Alias, Blob, Repository, Version, VersionFile
 from hub.registry.selectors import version_for
 from hub.registry.serving import blob_response
-
-#: Files a dataset download is not counted for.
 
 
 def counts_as_download(request: HttpRequest, repository: Repository, path: str) -> bool:
@@ -47,6 +47,33 @@ def resolve(
     repo_type: str = "model",
 ) -> HttpResponse | StreamingHttpResponse:
     actor = actor_of(request)
+    fast = file_lookup(actor, namespace, name, revision, path)
+    if fast is not None and repo_type_of(fast.repository) == repo_type:
+        repository, version, blob = fast.repository, fast.version, fast.blob
+    else:
+        # Not found, not visible, or an invalid version: the ordinary path decides, and
+        # words the error.
+        repository, version, blob = _resolve_slowly(
+            actor, repo_type, namespace, name, revision, path
+        )
+    if counts_as_download(request, repository, path):
+        services.download_record(version)
+    return blob_response(
+        request,
+        blob,
+        filename=path.rsplit("/", 1)[-1],
+        headers={
+            "X-Repo-Commit": version.commit_id,
+            "X-Linked-Etag": f'"{blob.sha256}"',
+            "X-Linked-Size": str(blob.size),
+            "X-Strata-Version": version.label,
+        },
+    )
+
+
+def _resolve_slowly(
+    actor: Actor, repo_type: str, namespace: str, name: str, revision: str, path: str
+) -> tuple[Repository, Version, Blob]:
     repository = find_repo(actor, repo_type, namespace, name)
     try:
         version = version_for(actor, repository, revision)
@@ -72,17 +99,4 @@ def resolve(
             f"{path} is not in {repository.full_name}@{version.label}.",
             headers={"X-Repo-Commit": version.commit_id},
         )
-    blob = found.blob
-    if counts_as_download(request, repository, path):
-        services.download_record(version)
-    return blob_response(
-        request,
-        blob,
-        filename=path.rsplit("/", 1)[-1],
-        headers={
-            "X-Repo-Commit": version.commit_id,
-            "X-Linked-Etag": f'"{blob.sha256}"',
-            "X-Linked-Size": str(blob.size),
-            "X-Strata-Version": version.label,
-        },
-    )
+    return repository, version, found.blob
