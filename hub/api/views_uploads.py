@@ -116,7 +116,10 @@ class UploadCommitView(APIView):
             metadata=data.validated_data.get("metadata") or {},
         )
         if outcome.version is not None:
-            return Response(version_payload(actor, outcome.version), status=status.HTTP_201_CREATED)
+            return Response(
+                version_payload(actor, outcome.version, session.repository),
+                status=status.HTTP_201_CREATED,
+            )
         assert outcome.job is not None
         return Response(
             session_json(outcome.session)

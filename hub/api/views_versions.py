@@ -28,7 +28,7 @@ from hub.api.serializers import (
 )
 from hub.api.uploads import HashingUploadHandler
 from hub.registry import services
-from hub.registry.access import Actor, repositories_visible_to, repository_for
+from hub.registry.access import Actor, VisibleRepositories, repository_for
 from hub.registry.errors import BadRequest
 from hub.registry.lineage import (
     lineage_graph,
@@ -97,7 +97,7 @@ class VersionListView(APIView):
             raise BadRequest("no_files", "Send the files as multipart parts named by their path.")
         published = publish_files(actor, repo, incoming, meta)
         code = status.HTTP_201_CREATED if published.created else status.HTTP_200_OK
-        return Response(version_payload(actor, published.version), status=code)
+        return Response(version_payload(actor, published.version, repo), status=code)
 
 
 def require_whole_body(request: Request) -> None:
@@ -148,15 +148,19 @@ def publish_files(
     )
 
 
-def version_payload(actor: Actor, version: Version) -> dict[str, Any]:
-    visible = set(repositories_visible_to(actor).values_list("pk", flat=True))
-    version = (
-        Version.objects.select_related("repository__namespace")
-        .prefetch_related("files__blob", "parent_edges__parent__repository__namespace")
-        .get(pk=version.pk)
-    )
-    data = VersionSerializer(version, context={"visible_repository_ids": visible}).data
-    data["jobs"] = [{"id": str(j.pk), "kind": j.kind, "state": j.state} for j in version.jobs.all()]
+def version_payload(actor: Actor, version: Version, repository: Repository) -> dict[str, Any]:
+    # One plain query per relation: this is the hottest REST read after downloads.
+    version.repository = repository
+    files = list(version.files.select_related("blob").order_by("path"))
+    edges = list(version.parent_edges.select_related("parent__repository__namespace"))
+    visible = VisibleRepositories(actor)
+    visible.check(e.parent.repository_id for e in edges if e.parent)
+    context = {"files": files, "edges": edges, "visible_repository_ids": visible}
+    data = VersionSerializer(version, context=context).data
+    data["jobs"] = [
+        {"id": str(job["id"]), "kind": job["kind"], "state": job["state"]}
+        for job in version.jobs.values("id", "kind", "state")
+    ]
     return dict(data)
 
 
@@ -165,7 +169,7 @@ class VersionDetailView(APIView):
     def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
         actor = actor_of(request)
         repo = repository_for(actor, namespace, name)
-        return Response(version_payload(actor, version_for(actor, repo, revision)))
+        return Response(version_payload(actor, version_for(actor, repo, revision), repo))
 
 
 class VersionFilesView(APIView):
@@ -214,7 +218,7 @@ class LineageView(APIView):
         actor = actor_of(request)
         repo = repository_for(actor, namespace, name)
         version = version_for(actor, repo, revision)
-        visible = set(repositories_visible_to(actor).values_list("pk", flat=True))
+        visible = VisibleRepositories(actor)
         try:
             depth = max(1, min(16, int(request.query_params.get("depth", 8))))
         except ValueError as exc:
