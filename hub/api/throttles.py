@@ -7,13 +7,17 @@ production, so all web processes share them).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from hub.accounts.models import ApiToken
+from hub.accounts.services import token_digest
+from hub.api.auth import bearer_secret
 
 
 class _SettingsRateThrottle(SimpleRateThrottle):
@@ -51,3 +55,29 @@ class AnonymousRateThrottle(_SettingsRateThrottle):
         if request.user and request.user.is_authenticated:
             return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class HubRouteThrottle(_SettingsRateThrottle):
+    """The same limits on the Hugging Face routes (plain Django views): per bearer token,
+    keyed by the token's digest so no query runs first, else per client address."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        secret = bearer_secret(request)
+        if secret is None:
+            self.scope, self.setting = "hf-anon", "RATE_LIMIT_ANON"
+            self.ident = self.get_ident(request)  # type: ignore[arg-type]
+        else:
+            self.scope, self.setting = "hf-token", "RATE_LIMIT_USER"
+            self.ident = token_digest(secret)[:32]
+        super().__init__()  # reads the rate named by ``setting``
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.ident}
+
+
+def hub_route_retry_after(request: HttpRequest) -> int | None:
+    """Seconds to wait when this request is over its limit on the HF routes, else None."""
+    throttle = HubRouteThrottle(request)
+    if throttle.allow_request(request, None):  # type: ignore[arg-type]
+        return None
+    return max(1, math.ceil(throttle.wait() or 1))

@@ -18,6 +18,7 @@ from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from hub.api.throttles import hub_route_retry_after
 from hub.registry.errors import DomainError
 from hub.registry.storage import StorageUnavailable
 
@@ -100,6 +101,14 @@ def hub_view(*methods: str) -> Callable[[View], View]:
                         "MethodNotAllowed",
                         f"{request.method} is not allowed here.",
                         headers={"Allow": ", ".join(sorted(allowed))},
+                    )
+                wait = hub_route_retry_after(request)
+                if wait is not None:
+                    return error_response(
+                        429,
+                        "RateLimited",
+                        f"Too many requests; retry in {wait} s.",
+                        headers={"Retry-After": str(wait)},
                     )
                 return fn(request, *args, **kwargs)
             except HubError as exc:

@@ -33,3 +33,16 @@ def test_each_token_has_its_own_budget(api, settings):
     # Another token of the same user is counted apart, and anonymous callers too.
     assert api(second).get("/api/v1/whoami").status_code == 200
     assert api().get("/api/v1/repos").status_code == 200
+
+
+def test_the_hugging_face_routes_have_the_same_limits(api, settings):
+    settings.RATE_LIMIT_ANON = "2/min"
+    settings.RATE_LIMIT_USER = "2/min"
+    url = "/hf/api/models/nobody/nothing"
+    anonymous = [api().get(url) for _ in range(3)]
+    assert [a.status_code for a in anonymous] == [404, 404, 429]
+    assert anonymous[-1]["X-Error-Code"] == "RateLimited"
+    assert int(anonymous[-1]["Retry-After"]) > 0
+    # A token has a budget of its own, whatever its address has used.
+    token = make_token(make_user("alice"), "read")
+    assert [api(token).get(url).status_code for _ in range(3)] == [404, 404, 429]
