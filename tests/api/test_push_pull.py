@@ -1004,3 +1004,26 @@ def test_a_request_id_is_echoed_and_recorded_on_the_jobs_it_creates(alice):
     # An unusable id is replaced by one of the hub's own.
     other = alice.get(f"{API}/repos/{repo}", HTTP_X_REQUEST_ID="bad id\n")
     assert len(other["X-Request-Id"]) == 32
+
+
+def test_expensive_jobs_are_limited_per_user_and_free_again_when_done(alice, base, settings):
+    settings.MAX_ACTIVE_JOBS_PER_USER = 2
+    adapters = []
+    for i in range(3):
+        repo = create_repo(alice, f"lora-{i}", "adapter")
+        pushed(alice, repo, adapter_files(seed=10 + i), {"base_model": base})
+        mark(repo, "v1")
+        adapters.append(repo)
+
+    def merge(repo: str) -> Any:
+        return alice.post(f"{API}/repos/{repo}/versions/v1/merge")
+
+    assert [merge(r).status_code for r in adapters[:2]] == [202, 202]
+    refused = merge(adapters[2])
+    assert refused.status_code == 429
+    assert error_code(refused) == "job_limit"
+    # Asking again for a job already queued is not a new job, so it is not refused.
+    assert merge(adapters[0]).status_code == 202
+    # Once one finishes, the next is accepted.
+    Job.objects.filter(kind="merge", version__repository__name="lora-0").update(state="failed")
+    assert merge(adapters[2]).status_code == 202
