@@ -127,7 +127,7 @@ class OrgListView(APIView):
 class OrgMembersView(APIView):
     @extend_schema(
         responses=inline_serializer(
-            "Member",
+            "OrgMember",
             {"username": serializers.CharField(), "role": serializers.CharField()},
             many=True,
         )

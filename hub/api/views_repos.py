@@ -62,6 +62,8 @@ class RepositoryListView(APIView):
             OpenApiParameter("cursor", str),
             OpenApiParameter("limit", int),
         ],
+        # Named: a page is one object, so the generator would call this "retrieve" too.
+        operation_id="repos_list",
         # A cursor page, not a bare list (it used to be documented as one).
         responses=inline_serializer(
             "RepositoryPage",
