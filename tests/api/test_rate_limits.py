@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.core.cache import cache
 
@@ -10,8 +12,19 @@ from tests.factories import make_token, make_user
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fresh_counters():
+@pytest.fixture(autouse=True, params=["locmem", "redis"])
+def _fresh_counters(request, settings):
+    """Each test runs on the in-process cache and on Redis (production's shared one)."""
+    if request.param == "redis":
+        broker = os.environ.get("CELERY_BROKER_URL", "")
+        if not broker.startswith("redis://"):
+            pytest.skip("needs Redis")
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": broker.rsplit("/", 1)[0] + "/13",
+            }
+        }
     cache.clear()
     yield
     cache.clear()
