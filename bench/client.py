@@ -44,7 +44,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import free_port, hub_env, reset_database, sha256_of, stop_processes, wait_http
+from harness import (
+    free_port,
+    fresh_database,
+    hub_env,
+    run_seed,
+    sha256_of,
+    start_moto,
+    stop_processes,
+    wait_http,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -141,32 +150,17 @@ def run(
     log = (tmp / "logs").resolve()
     log.mkdir(parents=True)
 
-    procs.append(
-        subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-            stdout=(log / "moto.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-    )
-    wait_http(f"http://127.0.0.1:{s3_port}/moto-api/", procs[-1], "moto")
-    reset_database(args.db)
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
+    start_moto(s3_port, log, procs)
+    fresh_database(args.db, env, ROOT)
 
     print(f"writing {args.size_mb} MiB of data...", file=sys.stderr)
     data = tmp / "upload" / "data.jsonl"
     data.parent.mkdir()
     sha = write_data(data, args.size_mb)
     size = data.stat().st_size
-    seeded = subprocess.run(
-        [*manage, "shell", "-c", SEED],
-        env={**env, "BENCH_PATH": str(data), "BENCH_SIZE": str(size), "BENCH_SHA": sha},
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
+    seed = run_seed(
+        SEED, {**env, "BENCH_PATH": str(data), "BENCH_SIZE": str(size), "BENCH_SHA": sha}, ROOT
     )
-    seed = json.loads(seeded.stdout.strip().splitlines()[-1])
     token = seed["token"]
 
     procs.append(

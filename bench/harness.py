@@ -1,4 +1,4 @@
-"""Pieces the hub benchmarks share: free ports, waiting for servers, scratch databases."""
+"""Pieces the hub benchmarks share: free ports, moto, scratch databases, seeding."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 MIB = 1024 * 1024
 
@@ -91,3 +92,44 @@ def hub_env(
         "DJANGO_SETTINGS_MODULE": "hub.settings",
         "LOG_LEVEL": "WARNING",
     }
+
+
+def start_moto(port: int, logs: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Start a moto S3 server on ``port`` (logging under ``logs``) and wait for it."""
+    import sys
+
+    moto = Path(sys.executable).parent / "moto_server"
+    procs.append(
+        subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=(logs / "moto.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    )
+    wait_http(f"http://127.0.0.1:{port}/moto-api/", procs[-1], "moto")
+
+
+def fresh_database(db: str, env: dict[str, str], root: Path) -> None:
+    """Recreate the database ``db`` and migrate it."""
+    import sys
+
+    reset_database(db)
+    manage = [sys.executable, str(root / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=root, check=True)
+
+
+def run_seed(script: str, env: dict[str, str], root: Path) -> dict[str, Any]:
+    """Run ``script`` in ``manage.py shell``; it prints a JSON object as its last line."""
+    import json
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(root / "manage.py"), "shell", "-c", script],
+        env=env,
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    seed: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return seed

@@ -61,7 +61,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import drop_database, free_port, hub_env, reset_database, stop_processes, wait_http
+from harness import (
+    drop_database,
+    free_port,
+    fresh_database,
+    hub_env,
+    run_seed,
+    start_moto,
+    stop_processes,
+    wait_http,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -401,21 +410,10 @@ def run(
     (tmp / "spool").mkdir()
     logs = tmp / "logs"
     logs.mkdir()
-    procs.append(
-        subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
-            stdout=(logs / "moto.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-    )
-    wait_http(f"http://127.0.0.1:{s3_port}/moto-api/", procs[-1], "moto")
-    reset_database(args.db)
+    start_moto(s3_port, logs, procs)
+    fresh_database(args.db, env, ROOT)
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
-    seeded = subprocess.run(
-        [*manage, "shell", "-c", SEED], env=env, cwd=ROOT, check=True, capture_output=True
-    )
-    seed = json.loads(seeded.stdout.decode().strip().splitlines()[-1])
+    seed = run_seed(SEED, env, ROOT)
     token = seed["token"]
     auth = {"Authorization": f"Bearer {token}"}
 
