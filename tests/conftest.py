@@ -24,6 +24,18 @@ def _blob_bucket() -> None:
 
 
 @pytest.fixture
+def local_store(settings: Any, tmp_path: Path) -> Iterator[None]:
+    """The local-directory blob backend (the embedded default) instead of S3."""
+    from hub.registry.storage import get_blob_store
+
+    settings.STORAGE_BACKEND = "local"
+    settings.BLOB_DIR = tmp_path / "blobs"
+    get_blob_store.cache_clear()
+    yield
+    get_blob_store.cache_clear()
+
+
+@pytest.fixture
 def api() -> Callable[..., APIClient]:
     """``api(token)`` returns a client sending that bearer token (or none)."""
 

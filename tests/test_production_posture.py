@@ -11,7 +11,6 @@ import pytest
 import requests
 from django.test import Client
 
-from hub.registry.storage import get_blob_store
 from hub.request_id import JsonLogFormatter, RequestIdFilter
 from tests.factories import make_token, make_user, multipart
 
@@ -68,15 +67,6 @@ def test_downloads_are_attachments_that_browsers_never_render(hostile_files: Any
     assert served.content == HOSTILE_TEXT
     assert served.headers["Content-Disposition"].startswith("attachment;")
     assert served.headers["Content-Type"] == "application/octet-stream"
-
-
-@pytest.fixture
-def local_store(settings: Any, tmp_path: Any) -> Iterator[None]:
-    settings.STORAGE_BACKEND = "local"
-    settings.BLOB_DIR = tmp_path / "blobs"
-    get_blob_store.cache_clear()
-    yield
-    get_blob_store.cache_clear()
 
 
 def test_the_local_backend_streams_downloads_as_attachments(local_store: None, hostile_files):

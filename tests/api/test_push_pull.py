@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -698,15 +698,6 @@ def test_invalid_versions_are_hidden_from_readers_but_shown_to_writers(alice, bo
     assert alice.get(f"{API}/repos/{repo}/versions/v1").status_code == 200
     assert bob.get(f"{API}/repos/{repo}/versions/v1").status_code == 404
     assert bob.get(f"{API}/repos/{repo}/versions").json() == []
-
-
-@pytest.fixture
-def local_store(settings: Any, tmp_path: Any) -> Iterator[None]:
-    settings.STORAGE_BACKEND = "local"
-    settings.BLOB_DIR = tmp_path / "blobs"
-    get_blob_store.cache_clear()
-    yield
-    get_blob_store.cache_clear()
 
 
 def test_the_local_backend_streams_downloads_with_range_support(alice, local_store):
