@@ -649,7 +649,8 @@ def download_record(version: Version) -> None:
         return
     # One round trip, written by hand: this runs on every counted pull. A multi-statement
     # query is one implicit transaction, so SET LOCAL holds for the update and both
-    # counters move together.
+    # counters move together. (It needs client-side parameter binding, Django's default
+    # with psycopg 3: server-side binding refuses several statements in one execute.)
     with connection.cursor() as cursor:
         cursor.execute(
             "SET LOCAL synchronous_commit TO OFF; "  # noqa: S608 - table names from models
