@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,22 +161,22 @@ def lineage_graph(version: Version, *, visible: VisibleRepositories, depth: int 
     """
     graph = Graph(nodes={version.pk: version})
     for direction in ("up", "down"):
-        frontier = deque([(version.pk, 0)])
-        seen = {version.pk}
-        while frontier:
-            node_id, level = frontier.popleft()
-            if level >= depth:
-                continue
+        # Level by level, one query per level whatever its width.
+        frontier, seen = [version.pk], {version.pk}
+        for _ in range(depth):
+            if not frontier:
+                break
             if direction == "up":
-                edges = LineageEdge.objects.filter(child_id=node_id).select_related(
+                edges = LineageEdge.objects.filter(child_id__in=frontier).select_related(
                     "parent__repository__namespace"
                 )
             else:
-                edges = LineageEdge.objects.filter(parent_id=node_id).select_related(
+                edges = LineageEdge.objects.filter(parent_id__in=frontier).select_related(
                     "child__repository__namespace"
                 )
             others = [(edge, edge.parent if direction == "up" else edge.child) for edge in edges]
             visible.check(other.repository_id for _, other in others if other is not None)
+            frontier = []
             for edge, other in others:
                 if other is None:
                     graph.edges.append(edge)  # an external dataset URI
@@ -188,5 +187,5 @@ def lineage_graph(version: Version, *, visible: VisibleRepositories, depth: int 
                 graph.nodes.setdefault(other.pk, other)
                 if other.pk not in seen:
                     seen.add(other.pk)
-                    frontier.append((other.pk, level + 1))
+                    frontier.append(other.pk)
     return graph

@@ -597,6 +597,34 @@ def test_the_lineage_endpoint_returns_nodes_edges_and_the_stack(alice, base):
     assert [s["repo"] for s in body["stack"]] == [base, parent, repo]
 
 
+def test_the_lineage_endpoint_reads_a_level_at_a_time_whatever_its_width(alice, base):
+    from django.db import connection
+
+    def queries_for_lineage() -> int:
+        count = [0]
+
+        def counting(execute, *args):
+            count[0] += 1
+            return execute(*args)
+
+        with connection.execute_wrapper(counting):
+            answer = alice.get(f"{API}/repos/{base}/versions/v1/lineage")
+        assert answer.status_code == 200
+        return count[0]
+
+    def add_adapters(first: int, last: int) -> None:
+        for i in range(first, last):
+            repo = create_repo(alice, f"on-base-{i}", "adapter")
+            pushed(alice, repo, adapter_files(seed=40 + i), {"base_model": base})
+
+    add_adapters(0, 2)
+    narrow = queries_for_lineage()
+    add_adapters(2, 10)
+    wide = queries_for_lineage()
+    assert len(alice.get(f"{API}/repos/{base}/versions/v1/lineage").json()["nodes"]) == 11
+    assert wide == narrow
+
+
 def test_private_lineage_nodes_are_hidden_from_others(alice, bob, base):
     secret = create_repo(alice, "secret-style", "adapter", visibility="private")
     pushed(alice, secret, adapter_files(seed=3), {"base_model": base})
