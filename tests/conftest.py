@@ -24,14 +24,15 @@ def _blob_bucket() -> None:
 
 
 @pytest.fixture
-def local_store(settings: Any, tmp_path: Path) -> Iterator[None]:
-    """The local-directory blob backend (the embedded default) instead of S3."""
+def local_store(settings: Any, tmp_path: Path) -> Iterator[Path]:
+    """The local-directory blob backend (the embedded default) instead of S3; yields its
+    root. The store is built once per process, so it is rebuilt on both sides."""
     from hub.registry.storage import get_blob_store
 
     settings.STORAGE_BACKEND = "local"
     settings.BLOB_DIR = tmp_path / "blobs"
     get_blob_store.cache_clear()
-    yield
+    yield settings.BLOB_DIR
     get_blob_store.cache_clear()
 
 

@@ -3,8 +3,6 @@ adapter with one version each, and helpers to push through the real REST door.""
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +18,7 @@ from hub.registry.access import Actor
 from hub.registry.lineage import LineageSpec, Ref
 from hub.registry.models import Repository, Version
 from tests.factories import adapter_files, base_model_files, make_token, make_user
+from tests.web.hubdata import push
 
 
 @dataclass
@@ -35,36 +34,18 @@ class Owned:
     adapter_v1: Version
 
 
-def store_and_publish(
-    actor: Actor,
-    repo: Repository,
-    files: dict[str, bytes],
-    *,
-    spec: LineageSpec | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> Version:
-    stored = []
-    for path, data in files.items():
-        sha = hashlib.sha256(data).hexdigest()
-        blob = services.blob_ingest(services.IncomingFile(path, len(data), sha, io.BytesIO(data)))
-        stored.append((path, blob))
-    return services.version_publish(
-        actor=actor, repository=repo, files=stored, spec=spec, metadata=metadata
-    ).version
-
-
 def build_owned() -> Owned:
     user = make_user("owner")
     actor = Actor.of(user)
     base = services.repository_create(
         actor=actor, namespace="owner", name="base", kind=Repository.Kind.BASE_MODEL
     )
-    base_v1 = store_and_publish(actor, base, base_model_files())
+    base_v1 = push(actor, base, base_model_files())
     services.version_set_status(version=base_v1, status=Version.Status.VALID)
     adapter = services.repository_create(
         actor=actor, namespace="owner", name="lora", kind=Repository.Kind.ADAPTER
     )
-    adapter_v1 = store_and_publish(
+    adapter_v1 = push(
         actor, adapter, adapter_files(), spec=LineageSpec(base=Ref("owner/base", "v1"))
     )
     services.version_set_status(version=adapter_v1, status=Version.Status.VALID)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,13 +23,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(params=["configured", "local"])
-def store(request: Any, settings: Any, tmp_path: Any) -> Iterator[BlobStore]:
+def store(request: Any) -> BlobStore:
     if request.param == "local":
-        settings.STORAGE_BACKEND = "local"
-        settings.BLOB_DIR = tmp_path / "blobs"
-    get_blob_store.cache_clear()
-    yield get_blob_store()
-    get_blob_store.cache_clear()
+        request.getfixturevalue("local_store")
+    return get_blob_store()
 
 
 def put(store: BlobStore, data: bytes) -> str:

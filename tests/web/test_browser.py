@@ -330,20 +330,8 @@ def test_private_repository_stays_hidden_in_the_browser(
     page.close()
 
 
-@pytest.fixture
-def local_storage(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    """The local blob backend for one test (the store is built once per process)."""
-    from hub.registry.storage import get_blob_store
-
-    settings.STORAGE_BACKEND = "local"
-    settings.BLOB_DIR = tmp_path / "blobs"
-    get_blob_store.cache_clear()
-    yield settings.BLOB_DIR
-    get_blob_store.cache_clear()
-
-
 def test_publish_on_the_local_backend_in_parts(
-    live_server: Any, browser: Any, settings: Any, local_storage: Path, tmp_path: Path
+    live_server: Any, browser: Any, settings: Any, local_store: Path, tmp_path: Path
 ) -> None:
     """The embedded setup: presigned PUTs go to the hub's own /blobs/ URLs, and a file
     above the multipart threshold goes up in parts whose ETags the page collects."""
@@ -371,7 +359,7 @@ def test_publish_on_the_local_backend_in_parts(
     v2 = Version.objects.get(repository=hub.instruct, number=2)
     weights = v2.files.get(path="adapter_model.safetensors").blob
     assert weights.sha256 == hashlib.sha256(files["adapter_model.safetensors"]).hexdigest()
-    stored = (local_storage / weights.storage_key).read_bytes()
+    stored = (local_store / weights.storage_key).read_bytes()
     assert stored == files["adapter_model.safetensors"]
     context.close()
 
