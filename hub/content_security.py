@@ -23,7 +23,11 @@ def _storage_origin() -> str:
     if not endpoint:
         return "https://*.amazonaws.com"
     parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}"
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if settings.S3_ADDRESSING_STYLE != "path":
+        # Virtual-hosted URLs put the bucket in the host name: bucket.host.
+        return f"{origin} {parts.scheme}://*.{parts.netloc}"
+    return origin
 
 
 def content_security_policy() -> str:

@@ -126,3 +126,20 @@ def test_logs_are_json_with_the_request_id_and_never_carry_secrets(
     everything = "\n".join(json_log_lines)
     for value in (token, secret, password, token[8:]):
         assert value not in everything
+
+
+@pytest.mark.parametrize(
+    ("style", "allowed"),
+    [
+        ("path", "http://s3.internal:9000"),
+        ("virtual", "http://s3.internal:9000 http://*.s3.internal:9000"),
+    ],
+)
+def test_browser_uploads_may_reach_the_storage_endpoint(settings, style, allowed):
+    from hub.content_security import content_security_policy
+
+    settings.STORAGE_BACKEND = "s3"
+    settings.S3_PUBLIC_ENDPOINT_URL = "http://s3.internal:9000/"
+    settings.S3_ADDRESSING_STYLE = style
+    policy = dict(d.strip().split(" ", 1) for d in content_security_policy().split(";"))
+    assert policy["connect-src"] == f"'self' {allowed}"
