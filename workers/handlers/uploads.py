@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from hub.registry.blob_gc import blobs_collect_orphans
@@ -34,9 +35,4 @@ def expire_uploads() -> int:
 
 
 def collect_orphans() -> dict[str, int]:
-    collected = blobs_collect_orphans()
-    return {
-        "objects": collected.objects,
-        "bytes": collected.bytes,
-        "uploads_aborted": collected.uploads_aborted,
-    }
+    return asdict(blobs_collect_orphans())
