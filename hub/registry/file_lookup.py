@@ -18,7 +18,7 @@ from django.db import connection
 from hub.accounts.models import Membership, Namespace
 from hub.registry.access import Actor
 from hub.registry.models import Alias, Blob, Repository, Version, VersionFile
-from hub.registry.names import is_commit_id, is_version_label
+from hub.registry.names import is_commit_id, is_version_label, version_label_parts
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ def file_lookup(
     or when the version is invalid (the caller's ordinary path decides those)."""
     params: list[str | int] = [namespace, name, path]
     if is_version_label(revision):
-        number, _, variant = revision[1:].partition("-")
-        how, params = "label", [*params, int(number), variant]
+        how, params = "label", [*params, *version_label_parts(revision)]
     elif is_commit_id(revision):
         how, params = "commit", [*params, revision]
     else:

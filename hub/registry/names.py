@@ -147,5 +147,11 @@ def is_version_label(rev: str) -> bool:
     return bool(_VERSION_LABEL_RE.fullmatch(rev))
 
 
+def version_label_parts(label: str) -> tuple[int, str]:
+    """``v3`` -> ``(3, "")``, ``v3-merged`` -> ``(3, "merged")``; ``label`` must be one."""
+    number, _, variant = label[1:].partition("-")
+    return int(number), variant
+
+
 def is_commit_id(rev: str) -> bool:
     return bool(_HEX40_RE.fullmatch(rev))

@@ -10,7 +10,7 @@ from hub.accounts.models import Namespace, Role
 from hub.registry.access import Actor, repositories_visible_to, role_in
 from hub.registry.errors import NotFound
 from hub.registry.models import Alias, Job, Repository, Version, VersionFile
-from hub.registry.names import is_commit_id, is_version_label
+from hub.registry.names import is_commit_id, is_version_label, version_label_parts
 
 # --- Who may see invalid versions ----------------------------------------------------
 
@@ -51,8 +51,8 @@ def version_resolve(repository: Repository, revision: str) -> Version:
     versions = Version.objects.filter(repository=repository)
     version: Version | None
     if is_version_label(revision):
-        number, _, variant = revision[1:].partition("-")
-        version = versions.filter(number=int(number), variant=variant).first()
+        number, variant = version_label_parts(revision)
+        version = versions.filter(number=number, variant=variant).first()
     elif is_commit_id(revision):
         version = versions.filter(commit_id=revision).first()
     else:
