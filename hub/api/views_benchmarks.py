@@ -17,7 +17,7 @@ from hub.registry.access import Actor, VisibleRepositories, repositories_visible
 from hub.registry.errors import BadRequest, NotFound
 from hub.registry.lineage import Ref, resolve_ref
 from hub.registry.models import BenchmarkResult, Repository, Version
-from hub.registry.selectors import version_for
+from hub.registry.selectors import readable_version, version_for
 
 
 def result_json(r: BenchmarkResult) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class VersionBenchmarksView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
         actor = actor_of(request)
-        version = version_for(actor, repository_for(actor, namespace, name), revision)
+        _, version = readable_version(actor, namespace, name, revision)
         results = list(benchmarks.benchmarks_for(version))
         visible = VisibleRepositories(actor)
         visible.check(r.eval_set.repository_id for r in results)
@@ -63,7 +63,7 @@ class BenchmarkRequestView(APIView):
     )
     def post(self, request: Request, namespace: str, name: str, revision: str) -> Response:
         actor = actor_of(request)
-        version = version_for(actor, repository_for(actor, namespace, name), revision)
+        _, version = readable_version(actor, namespace, name, revision)
         data = BenchmarkRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         names = data.validated_data.get("eval_sets")

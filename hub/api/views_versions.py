@@ -36,11 +36,12 @@ from hub.registry.lineage import (
     stack_of,
     stored_metadata,
 )
+from hub.registry.lookups import parent_edges, version_files
 from hub.registry.models import Repository, Version
 from hub.registry.names import check_file_path
 from hub.registry.selectors import (
+    readable_version,
     version_file,
-    version_files,
     version_for,
     versions_for,
 )
@@ -149,10 +150,10 @@ def publish_files(
 
 
 def version_payload(actor: Actor, version: Version, repository: Repository) -> dict[str, Any]:
-    # One plain query per relation: this is the hottest REST read after downloads.
+    # One statement per relation: this is the hottest REST read after downloads.
     version.repository = repository
-    files = list(version.files.select_related("blob").order_by("path"))
-    edges = list(version.parent_edges.select_related("parent__repository__namespace"))
+    files = version_files(version)
+    edges = parent_edges(version)
     visible = VisibleRepositories(actor)
     visible.check(e.parent.repository_id for e in edges if e.parent)
     context = {"files": files, "edges": edges, "visible_repository_ids": visible}
@@ -168,16 +169,15 @@ class VersionDetailView(APIView):
     @extend_schema(responses=VersionSerializer)
     def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
         actor = actor_of(request)
-        repo = repository_for(actor, namespace, name)
-        return Response(version_payload(actor, version_for(actor, repo, revision), repo))
+        repo, version = readable_version(actor, namespace, name, revision)
+        return Response(version_payload(actor, version, repo))
 
 
 class VersionFilesView(APIView):
     @extend_schema(responses=FileSerializer(many=True))
     def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
         actor = actor_of(request)
-        repo = repository_for(actor, namespace, name)
-        version = version_for(actor, repo, revision)
+        _, version = readable_version(actor, namespace, name, revision)
         return Response(FileSerializer(version_files(version), many=True).data)
 
 
@@ -190,8 +190,7 @@ class FileDownloadView(APIView):
         self, request: Request, namespace: str, name: str, revision: str, path: str
     ) -> HttpResponse | StreamingHttpResponse:
         actor = actor_of(request)
-        repo = repository_for(actor, namespace, name)
-        version = version_for(actor, repo, revision)
+        repo, version = readable_version(actor, namespace, name, revision)
         vf = version_file(version, path)
         # A whole GET of a payload file counts; HEAD and ranged reads (resumes) do not.
         if (
@@ -216,8 +215,7 @@ class LineageView(APIView):
     )
     def get(self, request: Request, namespace: str, name: str, revision: str) -> Response:
         actor = actor_of(request)
-        repo = repository_for(actor, namespace, name)
-        version = version_for(actor, repo, revision)
+        repo, version = readable_version(actor, namespace, name, revision)
         visible = VisibleRepositories(actor)
         try:
             depth = max(1, min(16, int(request.query_params.get("depth", 8))))

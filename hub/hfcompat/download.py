@@ -15,7 +15,7 @@ from hub.hfcompat.errors import HubError, hub_view
 from hub.registry import services
 from hub.registry.access import Actor
 from hub.registry.errors import NotFound
-from hub.registry.file_lookup import file_lookup
+from hub.registry.lookups import file_lookup
 from hub.registry.models import Alias, Blob, Repository, Version, VersionFile
 from hub.registry.selectors import version_for
 from hub.registry.serving import blob_response

@@ -28,8 +28,9 @@ from hub.hfcompat.errors import INVALID_CREDENTIALS, HubError, hub_view
 from hub.registry.access import Actor
 from hub.registry.errors import NotFound
 from hub.registry.lineage import adapter_base
+from hub.registry.lookups import version_files
 from hub.registry.models import Alias, Repository, Version, VersionFile
-from hub.registry.selectors import can_see_invalid, version_files, version_for, versions_for
+from hub.registry.selectors import can_see_invalid, version_for, versions_for
 
 #: Entries per page of tree and commit listings; further pages via ``Link: rel="next"``.
 PAGE_SIZE = 1000

@@ -7,8 +7,9 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from hub.accounts.models import Namespace, Role
-from hub.registry.access import Actor, repositories_visible_to, role_in
+from hub.registry.access import Actor, repositories_visible_to, repository_for, role_in
 from hub.registry.errors import NotFound
+from hub.registry.lookups import version_lookup
 from hub.registry.models import Alias, Job, Repository, Version, VersionFile
 from hub.registry.names import is_commit_id, is_version_label, version_label_parts
 
@@ -83,15 +84,26 @@ def version_for(actor: Actor, repository: Repository, revision: str) -> Version:
     return version
 
 
+def readable_version(
+    actor: Actor, namespace: str, name: str, revision: str
+) -> tuple[Repository, Version]:
+    """``namespace/name`` at ``revision`` as the actor may read it, else :class:`NotFound`.
+
+    One statement for the usual case (:func:`lookups.version_lookup`); the ORM path
+    answers the rest and words the error (missing repository or missing revision).
+    """
+    found = version_lookup(actor, namespace, name, revision)
+    if found is not None:
+        return found
+    repository = repository_for(actor, namespace, name)
+    return repository, version_for(actor, repository, revision)
+
+
 def versions_for(actor: Actor, repository: Repository) -> QuerySet[Version]:
     versions = Version.objects.filter(repository=repository).order_by("-number", "variant")
     if not can_see_invalid(actor, repository):
         versions = versions.exclude(status=Version.Status.INVALID)
     return versions
-
-
-def version_files(version: Version) -> QuerySet[VersionFile]:
-    return version.files.select_related("blob").order_by("path")
 
 
 def version_file(version: Version, path: str) -> VersionFile:

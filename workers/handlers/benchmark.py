@@ -12,8 +12,8 @@ from django.conf import settings
 
 from hub.registry.benchmarks import benchmark_record
 from hub.registry.lineage import adapter_base, stack_of
+from hub.registry.lookups import version_files
 from hub.registry.models import Version
-from hub.registry.selectors import version_files
 from hub.registry.storage import get_blob_store
 from workers.bench import (
     BENCH_VERSION,

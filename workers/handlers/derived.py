@@ -14,8 +14,8 @@ from django.db import transaction
 from hub.registry.access import Actor
 from hub.registry.derived import auto_merge_wanted, merge_request, merged_version_publish
 from hub.registry.lineage import LineageSpec, Ref, adapter_base, stack_of
+from hub.registry.lookups import version_files
 from hub.registry.models import Blob, LineageEdge, Repository, Version, VersionFile
-from hub.registry.selectors import version_files
 from hub.registry.services import IncomingFile, blob_ingest, version_publish
 from hub.registry.storage import get_blob_store
 from workers.compose import compose_adapters

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from hub.registry.lookups import version_files
 from hub.registry.models import Version
-from hub.registry.selectors import version_files
 from hub.registry.services import version_set_status
 from workers.handlers.common import blob_reader, read_json_file
 from workers.runner import JobContext, UserError

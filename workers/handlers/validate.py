@@ -6,8 +6,8 @@ from typing import Any
 
 from hub.registry.benchmarks import benchmark_request
 from hub.registry.lineage import adapter_base
+from hub.registry.lookups import version_files
 from hub.registry.models import Version
-from hub.registry.selectors import version_files
 from hub.registry.services import version_set_status
 from workers.handlers.common import blob_reader, read_small
 from workers.handlers.derived import request_auto_merge

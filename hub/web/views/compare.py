@@ -11,8 +11,9 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from hub.registry.access import repository_for
+from hub.registry.lookups import version_files
 from hub.registry.models import Repository, VersionFile
-from hub.registry.selectors import version_files, version_for, versions_for
+from hub.registry.selectors import version_for, versions_for
 from hub.web import rendering, reports
 from hub.web.views.common import actor_of, domain_errors
 

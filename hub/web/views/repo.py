@@ -11,8 +11,9 @@ from django.shortcuts import render
 from hub.accounts.models import Role
 from hub.registry.access import Actor, repositories_visible_to, repository_for, role_in
 from hub.registry.lineage import adapter_base, stack_of
+from hub.registry.lookups import version_files
 from hub.registry.models import Alias, Job, LineageEdge, Repository, Version, VersionFile
-from hub.registry.selectors import version_files, version_for, versions_for
+from hub.registry.selectors import version_for, versions_for
 from hub.web import lineage_svg, queries, rendering, reports, usage
 from hub.web.views.common import actor_of, domain_errors
 

@@ -1,4 +1,4 @@
-"""The one-query download lookup agrees with the ORM path it short-cuts, or defers to it."""
+"""The one-query lookups agree with the ORM path they short-cut, or defer to it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hub.accounts.services import membership_set, organization_create
 from hub.registry import services
 from hub.registry.access import Actor, repository_for
 from hub.registry.errors import NotFound
-from hub.registry.file_lookup import file_lookup
+from hub.registry.lookups import file_lookup, version_lookup
 from hub.registry.models import Alias, Version
 from hub.registry.selectors import version_file, version_for
 from tests.factories import make_token, make_user, multipart
@@ -89,3 +89,29 @@ def test_it_never_finds_a_private_file_for_someone_who_may_not_read_it(hub):
         assert file_lookup(hub["actors"][who], "lab", "private", "v1", "train.jsonl") is None
     for who in ("member", "owner"):
         assert file_lookup(hub["actors"][who], "lab", "private", "v1", "train.jsonl")
+
+
+def ordinary_version(actor: Actor, name: str, revision: str) -> int | None:
+    try:
+        return version_for(actor, repository_for(actor, "lab", name), revision).pk
+    except NotFound:
+        return None
+
+
+@pytest.mark.parametrize("name", ["public", "private"])
+@pytest.mark.parametrize("who", ["anonymous", "outsider", "member", "owner"])
+def test_version_lookup_finds_what_the_ordinary_path_finds_and_defers_the_rest(hub, name, who):
+    actor = hub["actors"][who]
+    versions = Version.objects.filter(repository__name=name).order_by("number")
+    for revision in [Alias.MAIN, "v1", "v2", "v9", versions[1].commit_id, "no-such-alias"]:
+        fast = version_lookup(actor, "lab", name, revision)
+        expected = ordinary_version(actor, name, revision)
+        if fast is None:
+            assert expected is None or Version.objects.get(pk=expected).status == "invalid"
+            continue
+        repository, version = fast
+        assert version.pk == expected, revision
+        # Whole instances: what serializers read is there without another query.
+        assert version.repository is repository
+        assert repository.full_name == f"lab/{name}"
+        assert repository.visibility == name
