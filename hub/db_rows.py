@@ -23,6 +23,7 @@ M = TypeVar("M", bound=Model)
 Converter = Callable[[Any, Any, Any], Any]
 
 
+@functools.cache
 def columns(model: type[Model], alias: str) -> str:
     """The select list of every concrete column of ``model``, in field order."""
     quote = connection.ops.quote_name

@@ -36,7 +36,7 @@ from hub.registry.lineage import (
     stack_of,
     stored_metadata,
 )
-from hub.registry.lookups import parent_edges, version_files
+from hub.registry.lookups import parent_edges, version_files, version_jobs
 from hub.registry.models import Repository, Version
 from hub.registry.names import check_file_path
 from hub.registry.selectors import (
@@ -159,8 +159,7 @@ def version_payload(actor: Actor, version: Version, repository: Repository) -> d
     context = {"files": files, "edges": edges, "visible_repository_ids": visible}
     data = VersionSerializer(version, context=context).data
     data["jobs"] = [
-        {"id": str(job["id"]), "kind": job["kind"], "state": job["state"]}
-        for job in version.jobs.values("id", "kind", "state")
+        {"id": str(job.id), "kind": job.kind, "state": job.state} for job in version_jobs(version)
     ]
     return dict(data)
 

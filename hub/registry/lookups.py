@@ -23,7 +23,15 @@ from django.db import connection
 from hub.accounts.models import Membership, Namespace
 from hub.db_rows import columns, instance
 from hub.registry.access import Actor
-from hub.registry.models import Alias, Blob, LineageEdge, Repository, Version, VersionFile
+from hub.registry.models import (
+    Alias,
+    Blob,
+    Job,
+    LineageEdge,
+    Repository,
+    Version,
+    VersionFile,
+)
 from hub.registry.names import is_commit_id, is_version_label, version_label_parts
 
 Params = list[str | int]
@@ -37,6 +45,7 @@ class FoundFile:
     blob: Blob
 
 
+@functools.cache
 def _tables() -> dict[str, str]:
     return {
         "repository": Repository._meta.db_table,
@@ -47,6 +56,7 @@ def _tables() -> dict[str, str]:
         "file": VersionFile._meta.db_table,
         "blob": Blob._meta.db_table,
         "edge": LineageEdge._meta.db_table,
+        "job": Job._meta.db_table,
     }
 
 
@@ -222,3 +232,13 @@ def parent_edges(version: Version) -> list[LineageEdge]:
             edge.parent = parent
         edges.append(edge)
     return edges
+
+
+def version_jobs(version: Version) -> list[Job]:
+    """The version's jobs, newest first."""
+    rows = _rows(
+        f"SELECT {columns(Job, 'j')} FROM {{job}} j"  # noqa: S608
+        " WHERE j.version_id = %s ORDER BY j.created_at DESC",
+        [version.pk],
+    )
+    return [instance(Job, row)[0] for row in rows]

@@ -17,6 +17,7 @@ import hmac
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,6 +144,36 @@ class BlobStore(Protocol):
 # --- S3 -------------------------------------------------------------------------------
 
 
+class SignedUrlCache:
+    """Presigned GET URLs, reused while at least half their lifetime is left.
+
+    Signing costs ~0.4 ms of botocore per call, a third of a whole download HEAD, and
+    popular files are pulled over and over. Handing out a URL signed a little earlier
+    grants nothing new: it names the same object, and everyone it is given to has
+    passed the access check on this request. Any URL handed out still has at least half
+    of ``PRESIGN_TTL_SECONDS`` to run.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._urls: dict[tuple[str, str, int], tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, int]) -> str | None:
+        found = self._urls.get(key)
+        if found is None or found[0] <= time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, key: tuple[str, str, int], url: str, *, valid_for: int) -> None:
+        with self._lock:
+            if len(self._urls) >= self.max_entries:
+                # Drop the oldest half (dicts keep insertion order): cheap and rare.
+                for stale in list(self._urls)[: self.max_entries // 2]:
+                    del self._urls[stale]
+            self._urls[key] = (time.monotonic() + valid_for / 2, url)
+
+
 class S3BlobStore:
     """Blob store on S3 or an S3-compatible server (MinIO, moto)."""
 
@@ -187,6 +218,7 @@ class S3BlobStore:
         self.transfer_config = TransferConfig(
             multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=4
         )
+        self._signed_gets = SignedUrlCache()
 
     def _call(self, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -317,6 +349,9 @@ class S3BlobStore:
             raise StorageUnavailable(f"S3 copy failed: {exc}") from exc
 
     def presign_get(self, key: str, *, filename: str, expires: int) -> str:
+        found = self._signed_gets.get((key, filename, expires))
+        if found is not None:
+            return found
         url: str = self.presign_client.generate_presigned_url(
             "get_object",
             Params={
@@ -328,6 +363,7 @@ class S3BlobStore:
             },
             ExpiresIn=expires,
         )
+        self._signed_gets.put((key, filename, expires), url, valid_for=expires)
         return url
 
     def presign_put(self, key: str, *, size: int, sha256: str | None, expires: int) -> PresignedPut:

@@ -23,6 +23,7 @@ from hub.registry.storage import (
     BlobMissing,
     LocalBlobStore,
     S3BlobStore,
+    SignedUrlCache,
     StorageError,
     StorageUnavailable,
     UploadedPart,
@@ -187,6 +188,33 @@ def test_s3_presigned_get_serves_a_range_as_206_with_the_filename(s3: S3BlobStor
     assert ranged.headers["Content-Disposition"] == (
         "attachment; filename*=UTF-8''adapter%20model.safetensors"
     )
+
+
+def test_s3_presigned_gets_are_reused_for_half_their_lifetime_and_then_signed_anew(
+    s3: S3BlobStore,
+) -> None:
+    key = new_key()
+    s3.put_file(key, io.BytesIO(DATA), size=len(DATA))
+    first = s3.presign_get(key, filename="a.bin", expires=2)
+
+    assert s3.presign_get(key, filename="a.bin", expires=2) == first
+    # Another file name means another Content-Disposition, so another URL.
+    assert s3.presign_get(key, filename="b.bin", expires=2) != first
+    time.sleep(1.1)  # past half of the 2 s lifetime: X-Amz-Date moves on
+    renewed = s3.presign_get(key, filename="a.bin", expires=2)
+
+    assert renewed != first
+    assert requests.get(renewed, timeout=30).content == DATA
+
+
+def test_the_signed_url_cache_stays_bounded() -> None:
+    cache = SignedUrlCache(max_entries=4)
+    for n in range(10):
+        cache.put((f"k{n}", "f", 60), f"url{n}", valid_for=60)
+
+    assert len(cache._urls) <= 4
+    assert cache.get(("k9", "f", 60)) == "url9"  # the newest survive
+    assert cache.get(("k0", "f", 60)) is None
 
 
 def test_s3_multipart_via_presigned_parts_assembles_the_parts_in_order(s3: S3BlobStore) -> None:
