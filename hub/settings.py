@@ -118,6 +118,8 @@ S3_ADDRESSING_STYLE = env_choice("S3_ADDRESSING_STYLE", "path", ("path", "virtua
 if STORAGE_BACKEND == "s3" and len(S3_BUCKET) < 3:
     raise ConfigError("STORAGE_BACKEND=s3 needs S3_BUCKET (at least 3 characters).")
 PRESIGN_TTL_SECONDS = env_int("PRESIGN_TTL_SECONDS", 3600, minimum=60)
+#: Download counts wait in memory this long and are then written together (0: at once).
+DOWNLOAD_COUNT_FLUSH_SECONDS = env_int("DOWNLOAD_COUNT_FLUSH_SECONDS", 5, minimum=0)
 #: Unrecorded objects and unfinished multipart uploads older than this are collected.
 #: It must outlast any upload in flight: upload sessions live 24 hours.
 ORPHAN_GRACE_SECONDS = env_int("ORPHAN_GRACE_SECONDS", 2 * 86400, minimum=86400 + 3600)

@@ -29,6 +29,7 @@ from hub.api.serializers import (
 from hub.api.uploads import HashingUploadHandler
 from hub.registry import services
 from hub.registry.access import Actor, VisibleRepositories, repository_for
+from hub.registry.downloads import download_record
 from hub.registry.errors import BadRequest
 from hub.registry.lineage import (
     lineage_graph,
@@ -197,7 +198,7 @@ class FileDownloadView(APIView):
             and not request.headers.get("Range")
             and services.is_payload_file(repo, path)
         ):
-            services.download_record(version)
+            download_record(version)
         return blob_response(
             request._request,
             vf.blob,

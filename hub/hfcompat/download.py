@@ -14,6 +14,7 @@ from hub.hfcompat.common import actor_of, find_repo, repo_type_of
 from hub.hfcompat.errors import HubError, hub_view
 from hub.registry import services
 from hub.registry.access import Actor
+from hub.registry.downloads import download_record
 from hub.registry.errors import NotFound
 from hub.registry.lookups import file_lookup
 from hub.registry.models import Alias, Blob, Repository, Version, VersionFile
@@ -57,7 +58,7 @@ def resolve(
             actor, repo_type, namespace, name, revision, path
         )
     if counts_as_download(request, repository, path):
-        services.download_record(version)
+        download_record(version)
     return blob_response(
         request,
         blob,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max, Sum
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Sum
 from django.utils import timezone
 
 from hub.accounts.models import AuditEvent, Role, audit
@@ -635,28 +635,3 @@ def is_payload_file(repository: Repository, path: str) -> bool:
     if repository.kind == Repository.Kind.DATASET:
         return path.endswith((".jsonl", ".txt", ".parquet"))
     return path.endswith(".safetensors")
-
-
-def download_record(version: Version) -> None:
-    """Count one download of a version (and of its repository)."""
-    # One transaction whose commit does not wait for the WAL flush: every download used
-    # to pay two fsyncs before its redirect, queued behind whatever else the disk was
-    # writing (100+ ms in the pull benchmark). A crash may lose the last few counts.
-    if not settings.USES_POSTGRES:
-        with transaction.atomic():
-            Version.objects.filter(pk=version.pk).update(downloads=F("downloads") + 1)
-            Repository.objects.filter(pk=version.repository_id).update(downloads=F("downloads") + 1)
-        return
-    # One round trip, written by hand: this runs on every counted pull. A multi-statement
-    # query is one implicit transaction, so SET LOCAL holds for the update and both
-    # counters move together. (It needs client-side parameter binding, Django's default
-    # with psycopg 3: server-side binding refuses several statements in one execute.)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SET LOCAL synchronous_commit TO OFF; "  # noqa: S608 - table names from models
-            f"WITH counted AS (UPDATE {Version._meta.db_table} SET downloads = downloads + 1 "
-            "WHERE id = %s RETURNING repository_id) "
-            f"UPDATE {Repository._meta.db_table} SET downloads = downloads + 1 "
-            "WHERE id IN (SELECT repository_id FROM counted)",
-            [version.pk],
-        )

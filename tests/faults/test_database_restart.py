@@ -133,3 +133,29 @@ def test_requests_during_a_database_restart_fail_cleanly_and_then_recover(
         # Back without anyone restarting the hub.
         assert statuses[("after", kind)] == {ok}, seen
     assert bodies == []
+
+
+def test_download_counts_taken_before_a_database_restart_are_written_after_it(
+    database_outage: Any, settings: Any
+) -> None:
+    from hub.accounts.services import user_namespace
+    from hub.registry.downloads import download_record
+    from hub.registry.models import Repository, Version
+
+    settings.DOWNLOAD_COUNT_FLUSH_SECONDS = 0.3
+    owner = make_user("dina")
+    repo = Repository.objects.create(
+        namespace=user_namespace(owner), name="corpus", name_key="corpus", kind="dataset"
+    )
+    version = Version.objects.create(repository=repo, number=1, commit_id="c" * 40)
+    for _ in range(3):
+        download_record(version)
+    # The timer fires during the outage: its write fails, and the counts wait.
+    database_outage(1.5)
+    connection.close()  # this thread's connection was dropped too
+
+    deadline = time.monotonic() + 15
+    while Version.objects.get(pk=version.pk).downloads != 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert Version.objects.get(pk=version.pk).downloads == 3
+    assert Repository.objects.get(pk=repo.pk).downloads == 3
