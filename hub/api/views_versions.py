@@ -24,6 +24,7 @@ from hub.api.serializers import (
     FileSerializer,
     VersionSerializer,
     VersionSummarySerializer,
+    version_json,
     version_ref,
 )
 from hub.api.uploads import HashingUploadHandler
@@ -151,18 +152,17 @@ def publish_files(
 
 
 def version_payload(actor: Actor, version: Version, repository: Repository) -> dict[str, Any]:
-    # One statement per relation: this is the hottest REST read after downloads.
+    # One statement per relation and no serializer: this is the hottest REST read after
+    # downloads (see hub/registry/lookups.py and serializers.version_json).
     version.repository = repository
-    files = version_files(version)
     edges = parent_edges(version)
     visible = VisibleRepositories(actor)
     visible.check(e.parent.repository_id for e in edges if e.parent)
-    context = {"files": files, "edges": edges, "visible_repository_ids": visible}
-    data = VersionSerializer(version, context=context).data
+    data = version_json(version, files=version_files(version), edges=edges, visible=visible)
     data["jobs"] = [
         {"id": str(job.id), "kind": job.kind, "state": job.state} for job in version_jobs(version)
     ]
-    return dict(data)
+    return data
 
 
 class VersionDetailView(APIView):
