@@ -100,6 +100,16 @@ if _db_scheme == "sqlite":
     # A file, not memory, so worker processes in end-to-end tests see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 USES_POSTGRES = _db_scheme != "sqlite"
+#: The hot reads (hub/db_rows.py) are prepared once per connection on PostgreSQL, since
+#: planning their joins costs more than running them. Turn off behind a pooler that
+#: cannot carry prepared statements (PgBouncer < 1.21 in transaction mode).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+if USES_POSTGRES:
+    # psycopg prepares a statement on its 5th run on a connection. Only server-side
+    # binding cursors prepare; the ORM's client-side binding cursors never do.
+    DATABASES["default"]["OPTIONS"] = {
+        "prepare_threshold": 5 if DATABASE_PREPARED_STATEMENTS else None
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Blob storage ---------------------------------------------------------------------

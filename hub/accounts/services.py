@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, User
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hub.accounts.models import ApiToken, AuditEvent, Membership, Namespace, Role, audit
-from hub.db_rows import columns, instance
+from hub.db_rows import columns, fetch, instance
 from hub.registry.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from hub.registry.names import canonical_name, check_name
 
@@ -168,11 +168,10 @@ def _token_select() -> str:
 def _token_with_user(digest: str) -> ApiToken | None:
     # Every authenticated request starts here: one statement, not the ORM's select_related
     # (which costs three times as much Python as the query itself; see hub/db_rows.py).
-    with connection.cursor() as cursor:
-        cursor.execute(_token_select(), [digest])
-        row = cursor.fetchone()
-    if row is None:
+    rows = fetch(_token_select(), [digest])
+    if not rows:
         return None
+    row = rows[0]
     token, end = instance(ApiToken, row)
     token.user, _ = instance(User, row, end)
     return token

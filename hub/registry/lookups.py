@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
-
-from django.db import connection
 
 from hub.accounts.models import Membership, Namespace
-from hub.db_rows import columns, instance
+from hub.db_rows import Row, columns, fetch, instance
 from hub.registry.access import Actor
 from hub.registry.models import (
     Alias,
@@ -35,7 +32,6 @@ from hub.registry.models import (
 from hub.registry.names import is_commit_id, is_version_label, version_label_parts
 
 Params = list[str | int]
-Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -123,10 +119,8 @@ def _first_row(
     else:
         sql += _FILE + _WHERE + " AND f.path = %s" + by_revision + by_actor
         params.insert(2, path)
-    with connection.cursor() as cursor:
-        cursor.execute(sql.format(**_tables()), params)
-        row: Row | None = cursor.fetchone()
-    return row
+    rows = fetch(sql.format(**_tables()), params)
+    return rows[0] if rows else None
 
 
 def file_lookup(
@@ -186,9 +180,7 @@ def version_lookup(
 
 
 def _rows(sql: str, params: Params) -> list[Row]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql.format(**_tables()), params)
-        return cursor.fetchall()
+    return fetch(sql.format(**_tables()), params)
 
 
 def version_files(version: Version) -> list[VersionFile]:
