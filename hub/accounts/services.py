@@ -6,10 +6,11 @@ import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from hub.accounts.models import ApiToken, AuditEvent, Membership, Namespace, Role, audit
@@ -183,8 +184,13 @@ def token_authenticate(secret: str) -> ApiToken | None:
     now = timezone.now()
     if token is None or not token.is_active(now) or not token.user.is_active:
         return None
-    # Skip the write on hot paths: a minute's precision is plenty for "last used".
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    # Skip the write on hot paths: a minute's precision is plenty for "last used". When
+    # the minute is up, every request in flight with this token sees it at once; the
+    # condition in the UPDATE makes all but the first a no-op.
+    stale = now - timedelta(seconds=60)
+    if token.last_used_at is None or token.last_used_at < stale:
+        ApiToken.objects.filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=token.pk
+        ).update(last_used_at=now)
         token.last_used_at = now
     return token

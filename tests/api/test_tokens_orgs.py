@@ -107,6 +107,24 @@ def test_an_expired_token_fails_at_once(signed_in):
     assert error_code(response) == "invalid_token"
 
 
+def test_last_use_is_recorded_to_the_minute(alice):
+    token = token_create(user=alice, name="used", scope="read")
+    client = bearer(token.secret)
+    assert ApiToken.objects.get(pk=token.token.pk).last_used_at is None
+
+    assert client.get(f"{API}/whoami").status_code == 200
+    first = ApiToken.objects.get(pk=token.token.pk).last_used_at
+    assert first is not None
+    assert client.get(f"{API}/whoami").status_code == 200
+    # Within the minute: no write on the hot path.
+    assert ApiToken.objects.get(pk=token.token.pk).last_used_at == first
+
+    two_minutes_ago = timezone.now() - timedelta(minutes=2)
+    ApiToken.objects.filter(pk=token.token.pk).update(last_used_at=two_minutes_ago)
+    assert client.get(f"{API}/whoami").status_code == 200
+    assert ApiToken.objects.get(pk=token.token.pk).last_used_at > two_minutes_ago
+
+
 def test_an_unknown_token_is_refused():
     response = bearer("strata_not-a-real-token").get(f"{API}/repos")
     assert response.status_code == 401
