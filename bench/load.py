@@ -557,9 +557,17 @@ def search_phase(
     results["search_plans"] = plans
 
 
-def merged_statuses(trials: list[dict[str, Any]]) -> dict[int, int]:
-    """Unexpected statuses of every trial, not only the one reported."""
-    return dict(sum((Counter(t["unexpected_status"]) for t in trials), Counter()))
+def median_trial(trials: list[dict[str, Any]], *, by: str) -> dict[str, Any]:
+    """The median trial by ``by``, with every trial's ``by`` and all their unexpected
+    statuses. One stall of a shared machine decides a 6 s window, so each hot
+    measurement is taken in several trials."""
+    trials = sorted(trials, key=lambda t: t[by])
+    unexpected = sum((Counter(t["unexpected_status"]) for t in trials), Counter())
+    return {
+        **trials[len(trials) // 2],
+        f"trials_{by}": [t[by] for t in trials],
+        "unexpected_status": dict(unexpected),
+    }
 
 
 def hot_phase(
@@ -595,47 +603,23 @@ def hot_phase(
         check_budget(label)
         kw = {"connections": args.connections, "expect": expect}
         hammer(hub + path, method, headers, seconds=1.0, max_requests=2000, **kw)  # warm-up
-        # One stall of the shared machine decides a 6 s window, so each measurement is
-        # taken in several trials and the median trial is reported (all are kept).
-        capacity = sorted(
-            (
-                hammer(
-                    hub + path,
-                    method,
-                    headers,
-                    seconds=args.seconds,
-                    max_requests=args.max_requests,
-                    **kw,
-                )
+        url, seconds, most, rate = hub + path, args.seconds, args.max_requests, args.rate
+        hot[label] = median_trial(
+            [
+                hammer(url, method, headers, seconds=seconds, max_requests=most, **kw)
                 for _ in range(args.trials)
-            ),
-            key=lambda t: t["rps"],
+            ],
+            by="rps",
         )
-        hot[label] = {
-            **capacity[len(capacity) // 2],
-            "trials_rps": [t["rps"] for t in capacity],
-            "unexpected_status": merged_statuses(capacity),
-        }
         # The latency goal is p99 at the goal's rate: a closed loop of N connections
         # always waits about N / throughput per request, whatever the server does.
-        trials = [
-            hammer(
-                hub + path,
-                method,
-                headers,
-                seconds=args.seconds,
-                max_requests=args.max_requests,
-                rate=args.rate,
-                **kw,
-            )
-            for _ in range(args.trials)
-        ]
-        trials.sort(key=lambda t: t["p99_ms"])
-        hot[label]["at_rate"] = {
-            **trials[len(trials) // 2],
-            "trials_p99_ms": [t["p99_ms"] for t in trials],
-            "unexpected_status": merged_statuses(trials),
-        }
+        hot[label]["at_rate"] = median_trial(
+            [
+                hammer(url, method, headers, seconds=seconds, max_requests=most, rate=rate, **kw)
+                for _ in range(args.trials)
+            ],
+            by="p99_ms",
+        )
         hot[label]["load_after"] = round(os.getloadavg()[0], 2)
     reference = hot["reference GET /healthz"]["rps"]
     for r in hot.values():
