@@ -69,8 +69,28 @@ def fetch(sql: str, params: Sequence[Any]) -> list[Row]:
     return rows
 
 
+def fetch_many(statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Row]]:
+    """Every row of each of several independent statements, in one round trip to
+    PostgreSQL (a psycopg pipeline) rather than one each."""
+    if not _prepares():
+        return [fetch(sql, params) for sql, params in statements]
+    cursors = [_cursor() for _ in statements]
+    try:
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                cursor.execute(sql, params)
+        return [cursor.fetchall() for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def _prepares() -> bool:
+    return connection.vendor == "postgresql" and bool(settings.DATABASE_PREPARED_STATEMENTS)
+
+
 def _cursor() -> CursorWrapper:
-    if connection.vendor != "postgresql" or not settings.DATABASE_PREPARED_STATEMENTS:
+    if not _prepares():
         return connection.cursor()
     # Not in django-stubs: Django's own psycopg 3 cursor with server-side binding.
     from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]

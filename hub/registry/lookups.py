@@ -18,7 +18,7 @@ import functools
 from dataclasses import dataclass
 
 from hub.accounts.models import Membership, Namespace
-from hub.db_rows import Row, columns, fetch, instance
+from hub.db_rows import Row, columns, fetch, fetch_many, instance
 from hub.registry.access import Actor
 from hub.registry.models import (
     Alias,
@@ -183,14 +183,20 @@ def _rows(sql: str, params: Params) -> list[Row]:
     return fetch(sql.format(**_tables()), params)
 
 
-def version_files(version: Version) -> list[VersionFile]:
-    """The version's files by path, each with its blob."""
-    rows = _rows(
+# A version's relations: each read is a statement and what turns its rows into instances,
+# so version detail can send all three at once (:func:`version_relations`).
+
+
+def _files_statement(version: Version) -> tuple[str, Params]:
+    sql = (
         f"SELECT {columns(VersionFile, 'f')}, {columns(Blob, 'b')}"  # noqa: S608
         " FROM {file} f JOIN {blob} b ON b.sha256 = f.blob_id"
-        " WHERE f.version_id = %s ORDER BY f.path",
-        [version.pk],
+        " WHERE f.version_id = %s ORDER BY f.path"
     )
+    return sql.format(**_tables()), [version.pk]
+
+
+def _files_from(rows: list[Row], version: Version) -> list[VersionFile]:
     files = []
     for row in rows:
         file, end = instance(VersionFile, row)
@@ -200,19 +206,20 @@ def version_files(version: Version) -> list[VersionFile]:
     return files
 
 
-def parent_edges(version: Version) -> list[LineageEdge]:
-    """What the version came from, by kind and position, each parent version with its
-    repository and namespace (an edge to an external URI has no parent)."""
-    rows = _rows(
+def _edges_statement(version: Version) -> tuple[str, Params]:
+    sql = (
         f"SELECT {columns(LineageEdge, 'e')}, {columns(Version, 'v')},"  # noqa: S608
         f" {columns(Repository, 'r')}, {columns(Namespace, 'n')}"
         " FROM {edge} e"
         " LEFT JOIN {version} v ON v.id = e.parent_id"
         " LEFT JOIN {repository} r ON r.id = v.repository_id"
         " LEFT JOIN {namespace} n ON n.id = r.namespace_id"
-        " WHERE e.child_id = %s ORDER BY e.kind, e.position",
-        [version.pk],
+        " WHERE e.child_id = %s ORDER BY e.kind, e.position"
     )
+    return sql.format(**_tables()), [version.pk]
+
+
+def _edges_from(rows: list[Row], version: Version) -> list[LineageEdge]:
     edges = []
     for row in rows:
         edge, end = instance(LineageEdge, row)
@@ -226,11 +233,37 @@ def parent_edges(version: Version) -> list[LineageEdge]:
     return edges
 
 
-def version_jobs(version: Version) -> list[Job]:
-    """The version's jobs, newest first."""
-    rows = _rows(
+def _jobs_statement(version: Version) -> tuple[str, Params]:
+    sql = (
         f"SELECT {columns(Job, 'j')} FROM {{job}} j"  # noqa: S608
-        " WHERE j.version_id = %s ORDER BY j.created_at DESC",
-        [version.pk],
+        " WHERE j.version_id = %s ORDER BY j.created_at DESC"
     )
-    return [instance(Job, row)[0] for row in rows]
+    return sql.format(**_tables()), [version.pk]
+
+
+def version_files(version: Version) -> list[VersionFile]:
+    """The version's files by path, each with its blob."""
+    return _files_from(fetch(*_files_statement(version)), version)
+
+
+@dataclass(frozen=True)
+class VersionRelations:
+    """A version's files (by path, with blobs), lineage edges (by kind and position, each
+    parent with its repository and namespace; none for an external URI) and jobs
+    (newest first)."""
+
+    files: list[VersionFile]
+    edges: list[LineageEdge]
+    jobs: list[Job]
+
+
+def version_relations(version: Version) -> VersionRelations:
+    """What version detail shows of a version, read in one round trip."""
+    files, edges, jobs = fetch_many(
+        [_files_statement(version), _edges_statement(version), _jobs_statement(version)]
+    )
+    return VersionRelations(
+        files=_files_from(files, version),
+        edges=_edges_from(edges, version),
+        jobs=[instance(Job, row)[0] for row in jobs],
+    )

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from hub.accounts.services import user_namespace
 from hub.api.serializers import VersionSerializer, version_json
 from hub.registry.access import Actor, VisibleRepositories
-from hub.registry.lookups import parent_edges, version_files
+from hub.registry.lookups import version_relations
 from hub.registry.models import Blob, LineageEdge, Repository, Version, VersionFile
 from tests.factories import make_user
 
@@ -74,9 +74,8 @@ def test_it_matches_the_serializer_field_for_field(version: Version, who: str) -
     visible = VisibleRepositories(actor)
     expected = VersionSerializer(version, context={"visible_repository_ids": visible}).data
 
-    fast = version_json(
-        version, files=version_files(version), edges=parent_edges(version), visible=visible
-    )
+    relations = version_relations(version)
+    fast = version_json(version, files=relations.files, edges=relations.edges, visible=visible)
 
     assert fast == expected
     assert list(fast) == list(expected)  # the same order of keys, too

@@ -85,8 +85,8 @@ def compare_with_orm(hub: dict[str, Any]) -> list[str]:
     from hub.accounts.models import ApiToken
     from hub.accounts.services import _token_with_user
     from hub.registry.access import Actor
-    from hub.registry.lookups import parent_edges, version_files, version_lookup
-    from hub.registry.models import LineageEdge, Repository, Version, VersionFile
+    from hub.registry.lookups import version_lookup, version_relations
+    from hub.registry.models import Job, LineageEdge, Repository, Version, VersionFile
 
     found: list[str] = []
     token = _token_with_user(hub["digest"])
@@ -104,7 +104,8 @@ def compare_with_orm(hub: dict[str, Any]) -> list[str]:
     found += differences(looked_up[0].namespace, repository.namespace, "namespace")
     found += differences(looked_up[1], version, "version")
 
-    files = version_files(version)
+    relations = version_relations(version)  # three statements in one round trip
+    files = relations.files
     expected_files = list(VersionFile.objects.filter(version=version).select_related("blob"))
     if [f.path for f in files] != ["a.json", "b.safetensors"]:
         found.append(f"files out of order: {[f.path for f in files]}")
@@ -112,7 +113,7 @@ def compare_with_orm(hub: dict[str, Any]) -> list[str]:
         found += differences(got, want, f"file {want.path}")
         found += differences(got.blob, want.blob, f"file {want.path}.blob")
 
-    edges = parent_edges(version)
+    edges = relations.edges
     expected_edges = list(
         LineageEdge.objects.filter(child=version).select_related("parent__repository__namespace")
     )
@@ -127,6 +128,9 @@ def compare_with_orm(hub: dict[str, Any]) -> list[str]:
         found += differences(
             got.parent.repository.namespace, want.parent.repository.namespace, "edge.parent.ns"
         )
+    expected_jobs = list(Job.objects.filter(version=version))
+    for got, want in zip(relations.jobs, expected_jobs, strict=True):
+        found += differences(got, want, "job")
     return found
 
 
@@ -140,7 +144,7 @@ def test_postgresql_rows_become_the_instances_the_orm_builds() -> None:
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = " ".join(row[0] for row in cursor.fetchall())
     assert "t.digest = $1" in prepared
-    assert "e.child_id = $1" in prepared
+    assert "e.child_id = $1" in prepared  # run in a pipeline with the files and jobs
 
 
 @pytest.mark.slow
