@@ -13,8 +13,9 @@ dataset, published valid at once. Then, within ``--budget`` seconds in all:
 2. **Search**: ``GET /api/v1/repos?q=...`` over HTTP, sequentially (latency, not
    throughput), ``--search-repeats`` times per query; p50/p99 per query. For each query
    the SQL the API really issued is captured (Django test client + captured queries) and
-   run under ``EXPLAIN ANALYZE``: once as is, once with the two search indexes of
-   migration 0006 dropped inside a rolled-back transaction (the reference).
+   run under ``EXPLAIN ANALYZE``: once as is, once with the search indexes (the GIN
+   indexes of migrations 0006 and 0007 and the listing-order index) dropped inside a
+   rolled-back transaction (the reference).
 3. **Hot reads**: ``--connections`` (32) keep-alive connections from an asyncio client
    (raw HTTP/1.1, so the client costs little of the 2 cores), ``--seconds`` per endpoint
    after a warm-up: ``GET /healthz`` (the reference: Django plus ``SELECT 1``),
@@ -103,7 +104,9 @@ from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-INDEXES = ["registry_repository_search_gin", "registry_repository_name_trgm", "repository_recent"]
+INDEXES = [
+    "registry_repository_search_vector", "registry_repository_name_trgm", "repository_recent"
+]
 out = {}
 client = Client(HTTP_HOST="127.0.0.1")
 for q in json.loads(sys.stdin.read()):
@@ -551,7 +554,7 @@ def search_phase(
         )
     print(
         "SQL ms: EXPLAIN ANALYZE of the query the API issued; no index: the indexes of "
-        "migration 0006 dropped (in a rolled-back transaction); rpc 1.1: random_page_cost 1.1"
+        "migrations 0006/0007 dropped (in a rolled-back transaction); rpc 1.1: random_page_cost 1.1"
     )
     results["search"] = search
     results["search_plans"] = plans
@@ -651,7 +654,7 @@ def _plan_facts(plan: list[str]) -> dict[str, Any]:
         {
             name
             for name in (
-                "registry_repository_search_gin",
+                "registry_repository_search_vector",
                 "registry_repository_name_trgm",
                 "repository_recent",
             )

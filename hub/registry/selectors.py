@@ -126,7 +126,8 @@ def repositories_search(
 ) -> QuerySet[Repository]:
     """Filter visible repositories; the result prefetches what list views show."""
     from django.conf import settings
-    from django.db.models import OuterRef, Prefetch, Q, Subquery
+    from django.db.models import BooleanField, OuterRef, Prefetch, Q, Subquery
+    from django.db.models.expressions import RawSQL
 
     repos = visible
     if kind:
@@ -154,22 +155,21 @@ def repositories_search(
         repos = repos.annotate(newest_status=Subquery(newest)).filter(newest_status=status)
     if query:
         if settings.USES_POSTGRES:
-            from django.contrib.postgres.search import SearchQuery, SearchVector
-
-            # The same expression as the GIN index of migration 0006, which needs a fixed
-            # configuration (an index expression must be immutable): keep them in step.
-            vector = SearchVector("name", weight="A", config="english") + SearchVector(
-                "description", weight="B", config="english"
+            # search_vector is a stored column of migration 0007 (not a model field):
+            # name weighted A, description B, 'english', with a GIN index. Unqualified,
+            # since Django renames the table inside the subquery.
+            matches_text = RawSQL(
+                "search_vector @@ websearch_to_tsquery('english'::regconfig, %s)",
+                [query],
+                output_field=BooleanField(),
             )
-            # alias(), not annotate(): the vector is only filtered on, never selected.
-            matching = Repository.objects.alias(search=vector).filter(
-                Q(search=SearchQuery(query, search_type="websearch", config="english"))
+            matching = Repository.objects.filter(
+                Q(matches_text)
                 | Q(name__icontains=query)  # served by the pg_trgm index of migration 0006
             )
             # As a semi-join (pk IN ...): the planner may then collect a selective query's
-            # matches from both GIN indexes and walk the listing order against them, rather
-            # than recomputing the tsvector of every row it walks past (1 s for 0.3 %
-            # matches in 100,000 rows; 13 ms this way; bench/load.py).
+            # matches from both GIN indexes, or walk the listing order and test each row's
+            # stored vector for a broad one (bench/load.py).
             repos = repos.filter(pk__in=matching.values("pk"))
         else:
             repos = repos.filter(Q(name__icontains=query) | Q(description__icontains=query))

@@ -1,9 +1,10 @@
-"""The search indexes of migration 0006 exist and match the query the API issues.
+"""The search indexes of migrations 0006 and 0007 exist and serve the query the API issues.
 
-The GIN index is on an expression; PostgreSQL uses it only while the query computes
-exactly that expression (same configuration, weights and columns). These tests fail if
-``selectors.repositories_search`` and the migration drift apart. No timings here: see
-``bench/load.py`` and docs/RELIABILITY.md for those.
+The stored ``search_vector`` column (0007) and the trigram index on ``UPPER(name)``
+(0006) each have a GIN index; PostgreSQL uses them only while the query tests exactly
+that column and that expression. These tests fail if ``selectors.repositories_search``
+and the migrations drift apart. No timings here: see ``bench/load.py`` and
+docs/RELIABILITY.md for those.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hub.registry.selectors import repositories_search
 
 pytestmark = pytest.mark.django_db
 
-INDEXES = {"registry_repository_search_gin", "registry_repository_name_trgm"}
+INDEXES = {"registry_repository_search_vector", "registry_repository_name_trgm"}
 
 
 @pytest.fixture
