@@ -42,10 +42,7 @@ class DownloadCounter:
         with self._lock:
             self._versions[version_id] += 1
             self._repositories[repository_id] += 1
-            if self._timer is None:
-                self._timer = threading.Timer(flush_after, self._flush_on_timer)
-                self._timer.daemon = True
-                self._timer.start()
+            self._schedule(flush_after)
 
     def flush(self) -> None:
         """Write what is pending. On a database error the counts wait for the next try."""
@@ -64,10 +61,14 @@ class DownloadCounter:
             with self._lock:
                 self._versions.update(versions)
                 self._repositories.update(repositories)
-                if self._timer is None:
-                    self._timer = threading.Timer(_interval(), self._flush_on_timer)
-                    self._timer.daemon = True
-                    self._timer.start()
+                self._schedule(max(_interval(), 1.0))
+
+    def _schedule(self, after: float) -> None:
+        # Called with the lock held: one timer at a time, started by the first count.
+        if self._timer is None:
+            self._timer = threading.Timer(after, self._flush_on_timer)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _flush_on_timer(self) -> None:
         try:

@@ -3,7 +3,9 @@
 ``huggingface_hub`` sends a HEAD for every file it may download, pulls in scripts send
 thousands, and tools poll version details while jobs run. Through the ORM the same
 answers cost three or four queries and several ms of Python (``repository_for``,
-``version_for``, the file, the blob); here each is one parameterized statement.
+``version_for``, the file, the blob); here each is one parameterized statement, run by
+:mod:`hub.db_rows` (prepared on PostgreSQL). A version's files, lineage edges and jobs
+are three more, sent together.
 
 They answer only the common, successful case: when they find nothing, or find an
 invalid version (whose visibility depends on the caller's role), the caller takes the
@@ -177,10 +179,6 @@ def version_lookup(
         return None
     version.repository = repository
     return repository, version
-
-
-def _rows(sql: str, params: Params) -> list[Row]:
-    return fetch(sql.format(**_tables()), params)
 
 
 # A version's relations: each read is a statement and what turns its rows into instances,
