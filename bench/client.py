@@ -35,11 +35,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +49,8 @@ from harness import (
     run_seed,
     sha256_of,
     start_moto,
-    stop_processes,
     wait_http,
+    workspace,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,13 +117,7 @@ def main() -> None:
         logging.basicConfig(format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
         logging.getLogger("strata").setLevel(logging.INFO)
 
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-client-"))
-    with ExitStack() as stack:
-        if not args.keep:
-            stack.callback(shutil.rmtree, tmp, True)
-        procs: list[subprocess.Popen[bytes]] = []
-
-        stack.callback(stop_processes, procs, 10)
+    with workspace("strata-bench-client-", keep=args.keep) as (tmp, procs):
         results = run(args, tmp, procs)
     print(json.dumps(results))
 

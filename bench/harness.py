@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +137,21 @@ def run_seed(script: str, env: dict[str, str], root: Path) -> dict[str, Any]:
     )
     seed: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return seed
+
+
+@contextmanager
+def workspace(
+    prefix: str, *, keep: bool, database: str | None = None
+) -> Iterator[tuple[Path, list[subprocess.Popen[bytes]]]]:
+    """A temporary folder and a list for the processes a benchmark starts. On the way
+    out, even after an error, the processes are stopped and, unless ``keep``, the folder
+    (and ``database``, when given) removed."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    procs: list[subprocess.Popen[bytes]] = []
+    with ExitStack() as stack:
+        if not keep:
+            stack.callback(shutil.rmtree, tmp, True)
+            if database:
+                stack.callback(drop_database, database)
+        stack.callback(stop_processes, procs, 20)
+        yield tmp, procs

@@ -46,17 +46,14 @@ import json
 import os
 import platform
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,14 +61,13 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
-    drop_database,
     free_port,
     fresh_database,
     hub_env,
     run_seed,
     start_moto,
-    stop_processes,
     wait_http,
+    workspace,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,13 +353,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and database")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-load-"))
-    with ExitStack() as stack:
-        if not args.keep:
-            stack.callback(shutil.rmtree, tmp, True)
-            stack.callback(drop_database, args.db)
-        procs: list[subprocess.Popen[bytes]] = []
-        stack.callback(stop_processes, procs, 20)
+    with workspace("strata-bench-load-", keep=args.keep, database=args.db) as (tmp, procs):
         results = run(args, tmp, procs)
     line = json.dumps(results)
     print(line)

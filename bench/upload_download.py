@@ -34,31 +34,27 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
-    drop_database,
     free_port,
     fresh_database,
     hub_env,
     run_seed,
     sha256_of,
     start_moto,
-    stop_processes,
     wait_http,
+    workspace,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,14 +185,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and database")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-updown-"))
-    with ExitStack() as stack:
-        if not args.keep:
-            stack.callback(shutil.rmtree, tmp, True)
-            stack.callback(drop_database, args.db)
-        procs: list[subprocess.Popen[bytes]] = []
-
-        stack.callback(stop_processes, procs, 20)
+    with workspace("strata-bench-updown-", keep=args.keep, database=args.db) as (tmp, procs):
         results = run(args, tmp, procs)
     print(json.dumps(results))
 
