@@ -48,8 +48,8 @@ from harness import (
     hub_env,
     run_seed,
     sha256_of,
+    start_hub,
     start_moto,
-    wait_http,
     workspace,
 )
 
@@ -155,29 +155,14 @@ def run(
     )
     token = seed["token"]
 
-    procs.append(
-        subprocess.Popen(
-            [
-                str(BIN / "gunicorn"),
-                "hub.wsgi",
-                "-b",
-                f"127.0.0.1:{hub_port}",
-                "-w",
-                str(args.gunicorn_workers),
-                "-k",
-                "gthread",
-                "--threads",
-                "4",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=(log / "gunicorn.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+    start_hub(
+        hub_port,
+        env,
+        log / "gunicorn.log",
+        procs,
+        *("-w", str(args.gunicorn_workers), "-k", "gthread", "--threads", "4"),
+        *("--log-level", "warning"),
     )
-    wait_http(f"{hub}/healthz", procs[-1], "gunicorn")
     if args.push:
         procs.append(
             subprocess.Popen(

@@ -6,6 +6,7 @@ import hashlib
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -155,3 +158,20 @@ def workspace(
                 stack.callback(drop_database, database)
         stack.callback(stop_processes, procs, 20)
         yield tmp, procs
+
+
+def start_hub(
+    port: int, env: dict[str, str], log: Path, procs: list[subprocess.Popen[bytes]], *options: str
+) -> subprocess.Popen[bytes]:
+    """``gunicorn hub.wsgi`` on loopback port ``port`` with gunicorn ``options``, its
+    output in ``log``; returns once ``/healthz`` answers."""
+    hub = subprocess.Popen(
+        [str(BIN / "gunicorn"), "hub.wsgi", "-b", f"127.0.0.1:{port}", *options],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    procs.append(hub)
+    wait_http(f"http://127.0.0.1:{port}/healthz", hub, "gunicorn")
+    return hub

@@ -65,8 +65,8 @@ from harness import (
     fresh_database,
     hub_env,
     run_seed,
+    start_hub,
     start_moto,
-    wait_http,
     workspace,
 )
 
@@ -420,25 +420,13 @@ def run(
     results["seed"] = {"repositories": args.repos, "seconds": round(seed_s, 1)}
     print(f"seeded in {seed_s:.1f}s", file=sys.stderr)
 
-    gunicorn_cmd = [
-        str(BIN / "gunicorn"),
-        "hub.wsgi",
-        *("-b", f"127.0.0.1:{hub_port}"),
+    options = [
         *("--worker-class", "gthread", "--workers", str(args.workers)),
         *("--threads", str(args.threads), "--keep-alive", "30"),
         *("--timeout", "120", "--log-level", "warning"),
     ]
-    results["gunicorn"] = " ".join(gunicorn_cmd[1:])
-    procs.append(
-        subprocess.Popen(
-            gunicorn_cmd,
-            cwd=ROOT,
-            env=env,
-            stdout=(logs / "gunicorn.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-    )
-    wait_http(f"{hub}/healthz", procs[-1], "gunicorn")
+    results["gunicorn"] = " ".join(["hub.wsgi", *options])
+    start_hub(hub_port, env, logs / "gunicorn.log", procs, *options)
     http = requests.Session()
 
     # The hot file: one version of loader/hot.

@@ -52,8 +52,8 @@ from harness import (
     hub_env,
     run_seed,
     sha256_of,
+    start_hub,
     start_moto,
-    wait_http,
     workspace,
 )
 
@@ -218,27 +218,13 @@ def run(
     auth = {"Authorization": f"Bearer {seed['token']}"}
     bucket = seed["bucket"]
 
-    procs.append(
-        subprocess.Popen(
-            [
-                str(BIN / "gunicorn"),
-                "hub.wsgi",
-                "-b",
-                f"127.0.0.1:{hub_port}",
-                "-w",
-                str(args.gunicorn_workers),
-                "--timeout",
-                "1800",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=(logs / "gunicorn.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+    gunicorn = start_hub(
+        hub_port,
+        env,
+        logs / "gunicorn.log",
+        procs,
+        *("-w", str(args.gunicorn_workers), "--timeout", "1800", "--log-level", "warning"),
     )
-    gunicorn = procs[-1]
     procs.append(
         subprocess.Popen(
             [
@@ -252,7 +238,6 @@ def run(
             stderr=subprocess.STDOUT,
         )
     )
-    wait_http(f"{hub}/healthz", gunicorn, "gunicorn")
 
     size = args.size_mb * MIB
     print(f"writing 2 x {args.size_mb} MiB of random bytes...", file=sys.stderr)
