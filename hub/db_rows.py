@@ -47,6 +47,11 @@ def _converters(model: type[Model]) -> list[tuple[Col, list[Converter]]]:
     return found
 
 
+@functools.cache
+def _attnames(model: type[Model]) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
+
+
 def instance(model: type[M], row: Sequence[Any], start: int = 0) -> tuple[M, int]:
     """The instance of ``model`` whose columns (as :func:`columns` lists them) begin at
     ``row[start]``, and the index just past them."""
@@ -56,8 +61,7 @@ def instance(model: type[M], row: Sequence[Any], start: int = 0) -> tuple[M, int
         for convert in converters:
             value = convert(value, column, connection)
         values.append(value)
-    names = [f.attname for f in model._meta.concrete_fields]
-    return model.from_db(connection.alias, names, values), start + len(values)
+    return model.from_db(connection.alias, _attnames(model), values), start + len(values)
 
 
 def fetch(sql: str, params: Sequence[Any]) -> list[Row]:

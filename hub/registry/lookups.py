@@ -185,13 +185,14 @@ def version_lookup(
 # so version detail can send all three at once (:func:`version_relations`).
 
 
-def _files_statement(version: Version) -> tuple[str, Params]:
+@functools.cache
+def _files_sql() -> str:
     sql = (
         f"SELECT {columns(VersionFile, 'f')}, {columns(Blob, 'b')}"  # noqa: S608
         " FROM {file} f JOIN {blob} b ON b.sha256 = f.blob_id"
         " WHERE f.version_id = %s ORDER BY f.path"
     )
-    return sql.format(**_tables()), [version.pk]
+    return sql.format(**_tables())
 
 
 def _files_from(rows: list[Row], version: Version) -> list[VersionFile]:
@@ -204,7 +205,8 @@ def _files_from(rows: list[Row], version: Version) -> list[VersionFile]:
     return files
 
 
-def _edges_statement(version: Version) -> tuple[str, Params]:
+@functools.cache
+def _edges_sql() -> str:
     sql = (
         f"SELECT {columns(LineageEdge, 'e')}, {columns(Version, 'v')},"  # noqa: S608
         f" {columns(Repository, 'r')}, {columns(Namespace, 'n')}"
@@ -214,7 +216,7 @@ def _edges_statement(version: Version) -> tuple[str, Params]:
         " LEFT JOIN {namespace} n ON n.id = r.namespace_id"
         " WHERE e.child_id = %s ORDER BY e.kind, e.position"
     )
-    return sql.format(**_tables()), [version.pk]
+    return sql.format(**_tables())
 
 
 def _edges_from(rows: list[Row], version: Version) -> list[LineageEdge]:
@@ -231,17 +233,18 @@ def _edges_from(rows: list[Row], version: Version) -> list[LineageEdge]:
     return edges
 
 
-def _jobs_statement(version: Version) -> tuple[str, Params]:
+@functools.cache
+def _jobs_sql() -> str:
     sql = (
         f"SELECT {columns(Job, 'j')} FROM {{job}} j"  # noqa: S608
         " WHERE j.version_id = %s ORDER BY j.created_at DESC"
     )
-    return sql.format(**_tables()), [version.pk]
+    return sql.format(**_tables())
 
 
 def version_files(version: Version) -> list[VersionFile]:
     """The version's files by path, each with its blob."""
-    return _files_from(fetch(*_files_statement(version)), version)
+    return _files_from(fetch(_files_sql(), [version.pk]), version)
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,9 @@ class VersionRelations:
 
 def version_relations(version: Version) -> VersionRelations:
     """What version detail shows of a version, read in one round trip."""
+    params = [version.pk]
     files, edges, jobs = fetch_many(
-        [_files_statement(version), _edges_statement(version), _jobs_statement(version)]
+        [(_files_sql(), params), (_edges_sql(), params), (_jobs_sql(), params)]
     )
     return VersionRelations(
         files=_files_from(files, version),
